@@ -1,0 +1,25 @@
+# replicator: PGXS build.  One shared library from extension/ and worker/.
+PG_CONFIG ?= pg_config
+
+MODULE_big = replicator
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard extension/*.c worker/*.c)))
+
+EXTENSION = replicator
+DATA = extension/replicator--1.0.sql
+
+# pg_regress runs on its own temporary instance with the library preloaded,
+# so "make installcheck" needs no running server.
+REGRESS = $(basename $(notdir $(sort $(wildcard sql/*.sql))))
+REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=sql/regress.conf
+TAP_TESTS = 1
+
+PG_CPPFLAGS = -I$(libpq_srcdir) -Iextension
+# -Wextra but for unused parameters: PostgreSQL's own inline headers (and
+# every V1 function's fcinfo) have them.
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter
+SHLIB_LINK = -lpq
+
+EXTRA_CLEAN = tmp_check_regress
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,27 @@
+/*-------------------------------------------------------------------------
+ *
+ * replicator.h
+ *	  Declarations shared by the SQL-callable code and the workers.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef REPLICATOR_H
+#define REPLICATOR_H
+
+#include "postgres.h"
+
+/* Notification channel, as slate's replicator listens on it. */
+#define REPLICATOR_NOTIFY_CHANNEL "eventsinsert"
+
+/* GUCs (replicator.c) */
+extern int	replicator_max_events_per_write;
+extern int	replicator_connect_timeout;
+
+/* True in processes forked after the library was preloaded. */
+extern bool replicator_preloaded;
+
+/* write_guard.c: let the extension's own next statement on relid through */
+extern void replicator_allow_next_write(Oid relid);
+extern void replicator_forbid_writes(void);
+
+#endif							/* REPLICATOR_H */

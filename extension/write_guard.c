@@ -1,0 +1,124 @@
+/*-------------------------------------------------------------------------
+ *
+ * write_guard.c
+ *	  Statement triggers that keep events append-only and gapless.
+ *
+ * Rows enter events, and id changes, only through the extension's own
+ * statements.  Before running one, the extension hands out a one-shot token
+ * naming the relation; the BEFORE STATEMENT trigger of that statement
+ * consumes it.  Any other statement, including one nested inside ours (a
+ * user trigger, a function in a VALUES list), finds no token and fails.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "commands/trigger.h"
+#include "fmgr.h"
+#include "utils/rel.h"
+
+#include "replicator.h"
+
+static Oid	write_token = InvalidOid;
+
+void
+replicator_allow_next_write(Oid relid)
+{
+	write_token = relid;
+}
+
+void
+replicator_forbid_writes(void)
+{
+	write_token = InvalidOid;
+}
+
+static const char *
+trigger_command(TriggerData *trigdata)
+{
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		return "INSERT";
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+		return "UPDATE";
+	if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+		return "DELETE";
+	return "TRUNCATE";
+}
+
+static TriggerData *
+statement_trigger_data(FunctionCallInfo fcinfo, const char *funcname)
+{
+	TriggerData *trigdata;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s() was not called by the trigger manager", funcname)));
+	trigdata = (TriggerData *) fcinfo->context;
+	if (!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BEFORE(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s() must be fired BEFORE, FOR EACH STATEMENT", funcname)));
+	return trigdata;
+}
+
+/* True, once, if the extension itself runs this statement. */
+static bool
+consume_token(TriggerData *trigdata)
+{
+	Oid			relid = RelationGetRelid(trigdata->tg_relation);
+
+	if (OidIsValid(write_token) && write_token == relid &&
+		!TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event) &&
+		!TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+	{
+		write_token = InvalidOid;
+		return true;
+	}
+	return false;
+}
+
+PG_FUNCTION_INFO_V1(replicator_filter_sql_command);
+
+/*
+ * slate's name: rejects UPDATE, DELETE and TRUNCATE on events, and any
+ * change to the id table that insert_events does not make.
+ */
+Datum
+replicator_filter_sql_command(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = statement_trigger_data(fcinfo, "filter_sql_command");
+
+	if (consume_token(trigdata))
+		return PointerGetDatum(NULL);
+
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("%s on table \"%s\" is not allowed",
+					trigger_command(trigdata),
+					RelationGetRelationName(trigdata->tg_relation)),
+			 errdetail("Events are immutable and their ids gapless; only insert_events() changes these tables."),
+			 errhint("Add events with insert_events().")));
+	return PointerGetDatum(NULL);	/* keep compiler quiet */
+}
+
+PG_FUNCTION_INFO_V1(replicator_filter_insert);
+
+/* Rejects INSERT into events by any path but insert_events. */
+Datum
+replicator_filter_insert(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = statement_trigger_data(fcinfo, "filter_insert");
+
+	if (consume_token(trigdata))
+		return PointerGetDatum(NULL);
+
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("INSERT into table \"%s\" is only allowed through insert_events()",
+					RelationGetRelationName(trigdata->tg_relation)),
+			 errdetail("insert_events() assigns gapless ids in commit order; other inserts would break them."),
+			 errhint("Use SELECT insert_events(ARRAY['{...}']::jsonb[]).")));
+	return PointerGetDatum(NULL);	/* keep compiler quiet */
+}

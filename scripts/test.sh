@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, builds, installs, and runs every
+# test (pg_regress on a temporary instance, then the TAP suites), as the
+# PostgreSQL user.  Exit status is non-zero if any test fails.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+ensure_packages
+build_and_install
+
+dir=$(work_copy)
+log "running tests in $dir"
+status=0
+as_pg make -C "$dir" -s PG_CONFIG="$PG_BINDIR/pg_config" installcheck \
+	PROVE_FLAGS="${PROVE_FLAGS:---timer}" 2>&1 | tee "$dir/test-output.log" || status=$?
+
+if [ $status -ne 0 ]; then
+	[ -f "$dir/regression.diffs" ] && { log "regression.diffs"; cat "$dir/regression.diffs"; }
+	for f in "$dir"/tmp_check/log/regress_log_*; do
+		[ -f "$f" ] && { log "$f (last 60 lines)"; tail -n 60 "$f"; }
+	done
+fi
+
+# One closing line over both runners: pg_regress tests and TAP assertions.
+out="$dir/test-output.log"
+r_ok=$(grep -cE '^(ok|test) .* \.\.\. ok ' "$out" || true)
+r_failed=$(grep -cE '^(not ok|test) .* \.\.\. FAILED' "$out" || true)
+t_total=$(sed -nE 's/^Files=[0-9]+, Tests=([0-9]+),.*/\1/p' "$out" | tail -n 1)
+t_failed=$(sed -nE 's/.*Failed ([0-9]+)\/[0-9]+ subtests.*/\1/p' "$out" | awk '{s += $1} END {print s + 0}')
+t_total=${t_total:-0}; t_failed=${t_failed:-0}
+echo
+echo "full output: $out"
+echo "tests: $((r_ok + t_total - t_failed)) passed, $((r_failed + t_failed)) failed"
+[ $status -eq 0 ] && rm -rf "$dir"
+exit $status
