@@ -56,3 +56,24 @@ work_copy() {
 	[ "$(id -u)" -eq 0 ] && chown -R "$PG_USER" "$dir"
 	echo "$dir"
 }
+
+# start_pg DIR PORT [postgresql.conf lines...]: a throwaway server owned by
+# the PostgreSQL user, on 127.0.0.1 and a unix socket in /tmp.
+start_pg() {
+	local dir=$1 port=$2; shift 2
+	as_root rm -rf "$dir"
+	as_root install -d -o "$PG_USER" "$dir"
+	as_pg initdb -D "$dir" -A trust -U postgres --no-sync >/dev/null
+	{
+		echo "port = $port"
+		echo "listen_addresses = '127.0.0.1'"
+		echo "unix_socket_directories = '/tmp'"
+		echo "shared_preload_libraries = 'replicator'"
+		for line in "$@"; do echo "$line"; done
+	} | as_pg tee -a "$dir/postgresql.conf" >/dev/null
+	as_pg pg_ctl -D "$dir" -l "$dir/server.log" -w start >/dev/null
+}
+
+stop_pg() {
+	[ -f "$1/postmaster.pid" ] && as_pg pg_ctl -D "$1" -m fast -w stop >/dev/null || true
+}
