@@ -13,7 +13,7 @@ REGRESS = $(basename $(notdir $(sort $(wildcard sql/*.sql))))
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=sql/regress.conf
 TAP_TESTS = 1
 
-PG_CPPFLAGS = -I$(libpq_srcdir) -Iextension
+PG_CPPFLAGS = -I$(libpq_srcdir) -Iextension -Iworker
 # -Wextra but for unused parameters: PostgreSQL's own inline headers (and
 # every V1 function's fcinfo) have them.
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter

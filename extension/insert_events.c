@@ -175,6 +175,7 @@ insert_event_array(Oid nspid, ArrayType *events, int64 count)
 	PG_END_TRY();
 
 	SPI_finish();
+	replicator_wake_workers_at_commit();
 	return result;
 }
 

@@ -108,3 +108,132 @@ CREATE TRIGGER check_insert
 CREATE TRIGGER check_sql_command
 	BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.id
 	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.filter_sql_command();
+
+-- ------------------------------------------------------------------------
+-- Destinations (replicas) and the streaming workers' management API.
+-- ------------------------------------------------------------------------
+
+-- Managing destinations is for superusers and members of replicator_admin.
+-- Roles are cluster-wide: the role outlives DROP EXTENSION.
+DO $$
+BEGIN
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'replicator_admin') THEN
+		CREATE ROLE replicator_admin NOLOGIN;
+	END IF;
+END
+$$;
+
+CREATE TABLE replicator.replicas (
+	name		text PRIMARY KEY
+				CHECK (name ~ '^[A-Za-z0-9_.-]{1,48}$'),
+	conninfo	text NOT NULL,
+	role		text NOT NULL DEFAULT 'slave' CHECK (role IN ('master', 'slave')),
+	lag_tolerance interval,
+	enabled		boolean NOT NULL DEFAULT true,
+	-- set by a worker whose destination failed validation; cleared by resume
+	invalid_reason text,
+	invalid_since timestamptz,
+	-- "system identifier/port/database" of the destination, once validated
+	destination text,
+	-- a conninfo given by a non-superuser must authenticate by its password
+	require_password boolean NOT NULL DEFAULT true,
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	created_by	name NOT NULL DEFAULT CURRENT_USER
+);
+REVOKE ALL ON replicator.replicas FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON replicator.replicas TO replicator_admin;
+COMMENT ON TABLE replicator.replicas IS 'destinations the streaming workers copy events to';
+
+CREATE FUNCTION replicator.add_replica(name text, conninfo text,
+									   role text DEFAULT 'slave',
+									   lag_tolerance interval DEFAULT NULL,
+									   enabled boolean DEFAULT true)
+RETURNS void
+AS 'MODULE_PATHNAME', 'replicator_add_replica'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION replicator.drop_replica(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'replicator_drop_replica'
+LANGUAGE C VOLATILE STRICT;
+
+CREATE FUNCTION replicator.pause_replica(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'replicator_pause_replica'
+LANGUAGE C VOLATILE STRICT;
+
+-- Resumes a paused destination, or one marked invalid once it is fixed.
+CREATE FUNCTION replicator.resume_replica(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'replicator_resume_replica'
+LANGUAGE C VOLATILE STRICT;
+
+-- slate's start-up checks, on demand (its --dry-run).
+CREATE FUNCTION replicator.validate(name text DEFAULT NULL)
+RETURNS TABLE (replica text, "check" text, ok boolean, detail text)
+AS 'MODULE_PATHNAME', 'replicator_validate'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION replicator.wait_for_replica(name text, timeout interval DEFAULT '1 min')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'replicator_wait_for_replica'
+LANGUAGE C VOLATILE STRICT;
+
+-- conninfo with any password replaced by ********
+CREATE FUNCTION replicator.mask_conninfo(conninfo text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'replicator_mask_conninfo'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- What the workers of this database report from shared memory.
+CREATE FUNCTION replicator.worker_stats(
+	OUT name text, OUT pid integer, OUT state text, OUT "position" bigint,
+	OUT events_sent bigint, OUT bytes_sent bigint, OUT last_error text,
+	OUT last_error_at timestamptz, OUT last_contact timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'replicator_worker_stats'
+LANGUAGE C VOLATILE;
+
+CREATE VIEW replicator.replica_status AS
+SELECT r.name,
+	   r.role,
+	   CASE
+		   WHEN r.invalid_reason IS NOT NULL THEN 'invalid'
+		   WHEN NOT r.enabled THEN 'paused'
+		   ELSE coalesce(w.state, 'starting')
+	   END AS state,
+	   CASE WHEN pg_catalog.pg_has_role('replicator_admin', 'MEMBER')
+			THEN replicator.mask_conninfo(r.conninfo) END AS conninfo,
+	   w.position,
+	   m.max_id AS source_max_id,
+	   m.max_id - w.position AS lag_events,
+	   CASE
+		   WHEN w.position IS NULL THEN NULL
+		   WHEN w.position >= m.max_id THEN interval '0'
+		   ELSE pg_catalog.now() - (SELECT e.ts FROM @extschema@.events e WHERE e.id = w.position + 1)
+	   END AS lag,
+	   w.events_sent,
+	   w.bytes_sent,
+	   coalesce(r.invalid_reason, w.last_error) AS last_error,
+	   coalesce(r.invalid_since, w.last_error_at) AS last_error_at,
+	   w.last_contact,
+	   w.pid
+FROM replicator.replicas r
+	 LEFT JOIN replicator.worker_stats() w ON w.name = r.name
+	 CROSS JOIN (SELECT coalesce(max(id), 0) AS max_id FROM @extschema@.events) m;
+GRANT USAGE ON SCHEMA replicator TO PUBLIC;
+GRANT SELECT ON replicator.replica_status TO PUBLIC;
+
+REVOKE EXECUTE ON FUNCTION replicator.add_replica(text, text, text, interval, boolean),
+	replicator.drop_replica(text), replicator.pause_replica(text),
+	replicator.resume_replica(text), replicator.validate(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION replicator.add_replica(text, text, text, interval, boolean),
+	replicator.drop_replica(text), replicator.pause_replica(text),
+	replicator.resume_replica(text), replicator.validate(text) TO replicator_admin;
+
+-- Tell the launcher this database now has the extension.
+CREATE FUNCTION replicator.rescan()
+RETURNS void
+AS 'MODULE_PATHNAME', 'replicator_rescan'
+LANGUAGE C VOLATILE;
+SELECT replicator.rescan();

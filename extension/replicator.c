@@ -7,16 +7,27 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
+#include "utils/rel.h"
 
 #include "replicator.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
+
 int			replicator_max_events_per_write = 10000;
 int			replicator_connect_timeout = 15000;
+int			replicator_poll_interval = 1000;
 bool		replicator_preloaded = false;
 
 void		_PG_init(void);
@@ -40,10 +51,23 @@ _PG_init(void)
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("replicator.poll_interval",
+							"How often an idle streaming worker looks for new events.",
+							"Workers are woken at the commit of every insert_events() call; this is only the backstop.",
+							&replicator_poll_interval,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("replicator");
 
-	if (process_shared_preload_libraries_in_progress)
-		replicator_preloaded = true;
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	replicator_preloaded = true;
+	replicator_shmem_request();
+	replicator_install_utility_hook();
+	replicator_register_launcher();
 }
 
 PG_FUNCTION_INFO_V1(replicator_streaming_available);
@@ -56,4 +80,29 @@ Datum
 replicator_streaming_available(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(replicator_preloaded);
+}
+
+/*
+ * The schema holding the event source (events, id, insert_events), or
+ * InvalidOid if the extension is not installed in this database.
+ */
+Oid
+replicator_source_namespace(void)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tuple;
+	Oid			nspid = InvalidOid;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("replicator"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+		nspid = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return nspid;
 }

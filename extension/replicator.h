@@ -16,6 +16,7 @@
 /* GUCs (replicator.c) */
 extern int	replicator_max_events_per_write;
 extern int	replicator_connect_timeout;
+extern int	replicator_poll_interval;
 
 /* True in processes forked after the library was preloaded. */
 extern bool replicator_preloaded;
@@ -23,5 +24,15 @@ extern bool replicator_preloaded;
 /* write_guard.c: let the extension's own next statement on relid through */
 extern void replicator_allow_next_write(Oid relid);
 extern void replicator_forbid_writes(void);
+
+/* replicator.c */
+extern Oid	replicator_source_namespace(void);
+
+/* utility_hook.c */
+extern void replicator_install_utility_hook(void);
+
+/* worker/shmem.c: signals sent at commit of the calling transaction */
+extern void replicator_request_rescan_at_commit(void);
+extern void replicator_wake_workers_at_commit(void);
 
 #endif							/* REPLICATOR_H */

@@ -1,0 +1,319 @@
+/*-------------------------------------------------------------------------
+ *
+ * destination.c
+ *	  slate's start-up checks of a destination, done right: what the
+ *	  destination server says about itself decides whether it is the source
+ *	  or another destination (not host strings), and the first event must
+ *	  equal the source's exactly (ts to the microsecond, event as jsonb text).
+ *
+ * Facts about the source are read first, in the caller's transaction; the
+ * remote checks need no local locks, so a slow destination holds up no DDL.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "postmaster/postmaster.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/timestamp.h"
+
+#include "replicator.h"
+#include "worker.h"
+
+/* slate's destination table, created where the destination has none */
+static const char *create_events_sql =
+"CREATE TABLE events (id bigint PRIMARY KEY, ts timestamptz NOT NULL, event jsonb NOT NULL);"
+"CREATE INDEX events_ts ON events (ts);"
+"CREATE INDEX events_entity_name ON events ((event #>> '{entityName}'));"
+"CREATE INDEX events_operation ON events ((event #>> '{operation}'));"
+"CREATE INDEX events_property_name ON events ((event #>> '{propertyName}'));"
+"CREATE INDEX events_entity_id ON events ((event #>> '{entityId}'));"
+"CREATE INDEX events_metadata_command ON events ((event #>> '{metadata,command}'));";
+
+/* system identifier/port/database, as a destination would report it */
+char *
+source_identity(void)
+{
+	return psprintf(UINT64_FORMAT "/%d/%s", GetSystemIdentifier(), PostPortNumber,
+					get_database_name(MyDatabaseId));
+}
+
+static char *
+spi_text(int row, int col)
+{
+	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
+}
+
+/*
+ * Read what the checks compare with.  Needs SPI connected and a snapshot.
+ * The strings are allocated in the caller's memory context.
+ */
+void
+read_source_facts(Oid nspid, const char *replica, SourceFacts *facts)
+{
+	const char *nsp = quote_identifier(get_namespace_name(nspid));
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1] = {CStringGetTextDatum(replica)};
+	MemoryContext caller = CurrentMemoryContext;
+	bool		isnull;
+	int			ret;
+
+	memset(facts, 0, sizeof(SourceFacts));
+	facts->identity = source_identity();
+
+	ret = SPI_execute(psprintf("SELECT id, ts, event::text FROM %s.events ORDER BY id LIMIT 1", nsp),
+					  true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read the first event: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 1)
+	{
+		MemoryContext spi = MemoryContextSwitchTo(caller);
+
+		facts->has_first = true;
+		facts->first_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		facts->first_ts = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		facts->first_event = spi_text(0, 3);
+		MemoryContextSwitchTo(spi);
+	}
+
+	ret = SPI_execute(psprintf("SELECT coalesce(max(id), 0) FROM %s.events", nsp), true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read max(id): %s", SPI_result_code_string(ret));
+	facts->max_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+	ret = SPI_execute_with_args("SELECT name, destination FROM replicator.replicas"
+								" WHERE name <> $1 AND destination IS NOT NULL",
+								1, argtypes, args, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read replicator.replicas: %s", SPI_result_code_string(ret));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		MemoryContext spi = MemoryContextSwitchTo(caller);
+
+		facts->other_names = lappend(facts->other_names, spi_text(r, 1));
+		facts->other_identities = lappend(facts->other_identities, spi_text(r, 2));
+		MemoryContextSwitchTo(spi);
+	}
+}
+
+static List *
+add_check(List *checks, const char *check, bool ok, char *detail)
+{
+	DestinationCheck *c = palloc(sizeof(DestinationCheck));
+
+	c->check = check;
+	c->ok = ok;
+	c->detail = detail;
+	return lappend(checks, c);
+}
+
+/* One-row query; NULL (and a failed check added) if it fails. */
+static PGresult *
+query_row(PGconn *conn, const char *sql, int nparams, const char *const *values,
+		  List **checks, const char *check)
+{
+	PGresult   *res = remote_exec(conn, sql, nparams, values);
+
+	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+	{
+		*checks = add_check(*checks, check, false, remote_error(conn, res));
+		if (res)
+			PQclear(res);
+		return NULL;
+	}
+	return res;
+}
+
+/*
+ * Run slate's checks.  Stops at the first that fails, since later checks
+ * depend on earlier ones.  create_table: make slate's events table if the
+ * destination has none.  info gets what the destination reported.
+ */
+List *
+check_destination(PGconn *conn, SourceFacts *facts, bool create_table, DestinationInfo *info)
+{
+	List	   *checks = NIL;
+	PGresult   *res;
+	ListCell   *ln,
+			   *li;
+	bool		distinct = true;
+
+	memset(info, 0, sizeof(DestinationInfo));
+	info->max_id = -1;
+
+	/* who is it?  pg_control_system() may be denied: then port and name */
+	res = query_row(conn,
+					"SELECT coalesce((SELECT system_identifier::text FROM pg_catalog.pg_control_system()"
+					"  WHERE pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')), '?')"
+					" || '/' || pg_catalog.current_setting('port') || '/' || pg_catalog.current_database()",
+					0, NULL, &checks, "identity");
+	if (res == NULL)
+		return checks;
+	info->identity = pstrdup(PQgetvalue(res, 0, 0));
+	PQclear(res);
+
+	if (strcmp(info->identity, facts->identity) == 0)
+		return add_check(checks, "not the source", false,
+						 psprintf("the destination is the source database itself (%s)", info->identity));
+	checks = add_check(checks, "not the source", true, psprintf("destination is %s", info->identity));
+
+	forboth(ln, facts->other_names, li, facts->other_identities)
+	{
+		if (strcmp((char *) lfirst(li), info->identity) == 0)
+		{
+			checks = add_check(checks, "distinct destination", false,
+							   psprintf("replica \"%s\" already streams to this database (%s)",
+										(char *) lfirst(ln), info->identity));
+			distinct = false;
+		}
+	}
+	if (!distinct)
+		return checks;
+	checks = add_check(checks, "distinct destination", true, NULL);
+
+	/* slate refuses a destination that holds source objects */
+	res = query_row(conn,
+					"SELECT concat_ws(', ',"
+					" CASE WHEN pg_catalog.to_regclass('id') IS NOT NULL THEN 'table id' END,"
+					" (SELECT 'function insert_events' FROM pg_catalog.pg_proc"
+					"  WHERE proname = 'insert_events' AND pg_catalog.pg_function_is_visible(oid) LIMIT 1),"
+					" (SELECT 'trigger notify_insert' FROM pg_catalog.pg_trigger"
+					"  WHERE tgname = 'notify_insert' AND tgrelid = pg_catalog.to_regclass('events')))",
+					0, NULL, &checks, "no source objects");
+	if (res == NULL)
+		return checks;
+	if (*PQgetvalue(res, 0, 0) != '\0')
+	{
+		checks = add_check(checks, "no source objects", false,
+						   psprintf("the destination holds event source objects (%s): it is an event source, not a destination",
+									PQgetvalue(res, 0, 0)));
+		PQclear(res);
+		return checks;
+	}
+	PQclear(res);
+	checks = add_check(checks, "no source objects", true, NULL);
+
+	/* the events table: slate's columns, id its primary key */
+	res = query_row(conn,
+					"SELECT pg_catalog.to_regclass('events') IS NOT NULL,"
+					" (SELECT pg_catalog.string_agg(attname || ' ' || pg_catalog.format_type(atttypid, atttypmod), ', ' ORDER BY attnum)"
+					"  FROM pg_catalog.pg_attribute WHERE attrelid = pg_catalog.to_regclass('events') AND attnum > 0 AND NOT attisdropped),"
+					" EXISTS (SELECT FROM pg_catalog.pg_index i WHERE i.indrelid = pg_catalog.to_regclass('events')"
+					"  AND i.indisprimary AND i.indkey::text = '1')",
+					0, NULL, &checks, "events table");
+	if (res == NULL)
+		return checks;
+	if (strcmp(PQgetvalue(res, 0, 0), "f") == 0)
+	{
+		PQclear(res);
+		if (!create_table)
+			return add_check(checks, "events table", false, pstrdup("the destination has no events table yet; it is created on first connection"));
+		res = remote_exec(conn, create_events_sql, 0, NULL);
+		if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+		{
+			checks = add_check(checks, "events table", false,
+							   psprintf("could not create table events: %s", remote_error(conn, res)));
+			if (res)
+				PQclear(res);
+			return checks;
+		}
+		PQclear(res);
+		info->created_table = true;
+		checks = add_check(checks, "events table", true, pstrdup("created"));
+	}
+	else
+	{
+		const char *columns = PQgetvalue(res, 0, 1);
+		bool		pk = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+
+		if (strcmp(columns, "id bigint, ts timestamp with time zone, event jsonb") != 0 || !pk)
+		{
+			checks = add_check(checks, "events table", false,
+							   psprintf("table events has columns (%s)%s; it must be (id bigint primary key, ts timestamp with time zone, event jsonb)",
+										columns, pk ? "" : " without id as its primary key"));
+			PQclear(res);
+			return checks;
+		}
+		PQclear(res);
+		checks = add_check(checks, "events table", true, NULL);
+	}
+
+	/* no gaps, not ahead of the source */
+	res = query_row(conn, "SELECT count(*), coalesce(max(id), 0) FROM events", 0, NULL, &checks, "no gaps");
+	if (res == NULL)
+		return checks;
+	info->count = strtoi64(PQgetvalue(res, 0, 0), NULL, 10);
+	info->max_id = strtoi64(PQgetvalue(res, 0, 1), NULL, 10);
+	PQclear(res);
+	if (info->count != info->max_id)
+		return add_check(checks, "no gaps", false,
+						 psprintf("the destination holds " INT64_FORMAT " events but its max(id) is " INT64_FORMAT,
+								  info->count, info->max_id));
+	checks = add_check(checks, "no gaps", true,
+					   psprintf("count = max(id) = " INT64_FORMAT, info->max_id));
+
+	if (info->max_id > facts->max_id)
+		return add_check(checks, "not ahead of source", false,
+						 psprintf("the destination's max(id) " INT64_FORMAT " is above the source's " INT64_FORMAT,
+								  info->max_id, facts->max_id));
+	checks = add_check(checks, "not ahead of source", true,
+					   psprintf("destination " INT64_FORMAT ", source " INT64_FORMAT, info->max_id, facts->max_id));
+
+	/* the first event, exactly */
+	if (info->max_id > 0)
+	{
+		char	   *params[3];
+		char	   *ts_us = psprintf(INT64_FORMAT, (int64) facts->first_ts);
+
+		params[0] = psprintf(INT64_FORMAT, facts->first_id);
+		params[1] = ts_us;
+		params[2] = facts->first_event;
+		res = query_row(conn,
+						"SELECT id = $1::bigint"
+						" AND ts = '2000-01-01 00:00:00+00'::timestamptz + $2::bigint * interval '1 microsecond'"
+						" AND event::text = $3,"
+						" id, ts, pg_catalog.left(event::text, 200)"
+						" FROM events ORDER BY id LIMIT 1",
+						3, (const char *const *) params, &checks, "same first event");
+		if (res == NULL)
+			return checks;
+		if (strcmp(PQgetvalue(res, 0, 0), "t") != 0)
+		{
+			checks = add_check(checks, "same first event", false,
+							   psprintf("the destination's first event (id %s, ts %s, %s) differs from the source's (id " INT64_FORMAT ", ts %s, %.200s)",
+										PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3),
+										facts->first_id, timestamptz_to_str(facts->first_ts),
+										facts->first_event));
+			PQclear(res);
+			return checks;
+		}
+		PQclear(res);
+		checks = add_check(checks, "same first event", true, NULL);
+	}
+	else
+		checks = add_check(checks, "same first event", true, pstrdup("the destination is empty"));
+
+	return checks;
+}
+
+/* The first failed check's detail, or NULL if all passed. */
+char *
+first_failure(List *checks)
+{
+	ListCell   *lc;
+
+	foreach(lc, checks)
+	{
+		DestinationCheck *c = lfirst(lc);
+
+		if (!c->ok)
+			return psprintf("%s: %s", c->check, c->detail ? c->detail : "failed");
+	}
+	return NULL;
+}

@@ -1,0 +1,379 @@
+/*-------------------------------------------------------------------------
+ *
+ * launcher.c
+ *	  The launcher starts one streaming worker per enabled destination of
+ *	  every database that has the extension, and starts them again when they
+ *	  die.  It learns what to run from scan workers, one per database, which
+ *	  read that database's replica catalog into shared memory.
+ *
+ * Only the launcher starts workers; it keeps their handles.  Scans are
+ * asked for at commit by whatever changed a catalog (CREATE EXTENSION, the
+ * management functions, DROP EXTENSION, CREATE DATABASE), and once for
+ * every database when the launcher starts.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "replicator.h"
+#include "worker.h"
+
+/* Longest wait between two restarts of a worker that keeps dying. */
+#define MAX_RESTART_DELAY_MS	30000
+
+static BackgroundWorkerHandle *scan_handles[REPLICATOR_MAX_DATABASES];
+static BackgroundWorkerHandle *stream_handles[REPLICATOR_MAX_REPLICAS];
+
+static void
+fill_worker(BackgroundWorker *bgw, const char *function, const char *type)
+{
+	memset(bgw, 0, sizeof(BackgroundWorker));
+	bgw->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	snprintf(bgw->bgw_library_name, BGW_MAXLEN, "replicator");
+	snprintf(bgw->bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(bgw->bgw_type, BGW_MAXLEN, "%s", type);
+}
+
+void
+replicator_register_launcher(void)
+{
+	BackgroundWorker bgw;
+
+	fill_worker(&bgw, "replicator_launcher_main", "replicator launcher");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "replicator launcher");
+	bgw.bgw_restart_time = 1;
+	RegisterBackgroundWorker(&bgw);
+}
+
+static void
+launcher_detach(int code, Datum arg)
+{
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	ReplicatorState->launcher_latch = NULL;
+	ReplicatorState->launcher_pid = 0;
+	LWLockRelease(ReplicatorState->lock);
+}
+
+/* Every database that accepts connections gets a scan. */
+static void
+scan_all_databases(void)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	List	   *dboids = NIL;
+	ListCell   *lc;
+
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (db->datallowconn && !db->datistemplate)
+			dboids = lappend_oid(dboids, db->oid);
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+
+	foreach(lc, dboids)
+		replicator_request_rescan(lfirst_oid(lc));
+}
+
+static bool
+handle_running(BackgroundWorkerHandle **handle)
+{
+	pid_t		pid;
+
+	if (*handle == NULL)
+		return false;
+	if (GetBackgroundWorkerPid(*handle, &pid) == BGWH_STOPPED)
+	{
+		pfree(*handle);
+		*handle = NULL;
+		return false;
+	}
+	return true;
+}
+
+static BackgroundWorkerHandle *
+start_worker(BackgroundWorker *bgw)
+{
+	BackgroundWorkerHandle *handle;
+
+	bgw->bgw_restart_time = BGW_NEVER_RESTART;
+	bgw->bgw_notify_pid = MyProcPid;
+	if (!RegisterDynamicBackgroundWorker(bgw, &handle))
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("replicator could not start \"%s\": no background worker slot is free", bgw->bgw_name),
+				 errhint("Raise max_worker_processes: replicator needs one for its launcher and one per destination.")));
+		return NULL;
+	}
+	return handle;
+}
+
+/*
+ * One pass: start the scans asked for, start the workers wanted and not
+ * running, stop those no longer wanted.  Returns how long to sleep.
+ */
+static long
+launcher_pass(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		sleep_ms = 1000;
+	BackgroundWorker bgw;
+
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+
+	for (int i = 0; i < REPLICATOR_MAX_DATABASES; i++)
+	{
+		DatabaseEntry *db = &ReplicatorState->databases[i];
+
+		if (!OidIsValid(db->dboid) || !db->rescan || db->dropping_until > now ||
+			handle_running(&scan_handles[i]))
+			continue;
+		fill_worker(&bgw, "replicator_scan_main", "replicator scan");
+		snprintf(bgw.bgw_name, BGW_MAXLEN, "replicator scan of database %u", db->dboid);
+		bgw.bgw_main_arg = ObjectIdGetDatum(db->dboid);
+		scan_handles[i] = start_worker(&bgw);
+		if (scan_handles[i] != NULL)
+			db->rescan = false;
+	}
+
+	for (int i = 0; i < REPLICATOR_MAX_REPLICAS; i++)
+	{
+		ReplicaSlot *slot = &ReplicatorState->slots[i];
+		bool		running = handle_running(&stream_handles[i]) || slot->pid > 0;
+		bool		dropping = false;
+
+		if (!slot->in_use)
+			continue;
+		for (int d = 0; d < REPLICATOR_MAX_DATABASES; d++)
+			if (ReplicatorState->databases[d].dboid == slot->dboid &&
+				ReplicatorState->databases[d].dropping_until > now)
+				dropping = true;
+
+		if (!slot->wanted)
+		{
+			if (slot->pid > 0)
+				kill(slot->pid, SIGTERM);
+			else if (!running)
+				slot->in_use = false;
+			continue;
+		}
+		if (running || dropping)
+			continue;
+		if (slot->start_after > now)
+		{
+			long		wait = (long) ((slot->start_after - now) / 1000);
+
+			sleep_ms = Min(sleep_ms, Max(wait, 10));
+			continue;
+		}
+
+		fill_worker(&bgw, "replicator_stream_main", "replicator streaming");
+		snprintf(bgw.bgw_name, BGW_MAXLEN, "replicator streaming to %s", slot->name);
+		bgw.bgw_main_arg = Int32GetDatum(i);
+		memcpy(bgw.bgw_extra, &slot->generation, sizeof(uint32));
+		stream_handles[i] = start_worker(&bgw);
+		/* the next start, should this one die, waits longer each time */
+		slot->start_after = TimestampTzPlusMilliseconds(now,
+														Min(MAX_RESTART_DELAY_MS,
+															1000 << Min(slot->failed_starts, 5)));
+		slot->failed_starts++;
+	}
+
+	LWLockRelease(ReplicatorState->lock);
+	return sleep_ms;
+}
+
+void
+replicator_launcher_main(Datum arg)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	/* no database: the launcher reads only the shared catalog pg_database */
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	ReplicatorState->launcher_latch = MyLatch;
+	ReplicatorState->launcher_pid = MyProcPid;
+	LWLockRelease(ReplicatorState->lock);
+	before_shmem_exit(launcher_detach, 0);
+
+	ereport(LOG, (errmsg("replicator launcher started")));
+	scan_all_databases();
+
+	for (;;)
+	{
+		long		sleep_ms;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		sleep_ms = launcher_pass();
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 sleep_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/* ----------------------------------------------------------------
+ * Scan worker: read one database's replica catalog into shared memory.
+ * ----------------------------------------------------------------
+ */
+
+static void
+scan_detach(int code, Datum arg)
+{
+	Oid			dboid = DatumGetObjectId(arg);
+
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < REPLICATOR_MAX_DATABASES; i++)
+		if (ReplicatorState->databases[i].dboid == dboid &&
+			ReplicatorState->databases[i].scan_pid == MyProcPid)
+			ReplicatorState->databases[i].scan_pid = 0;
+	if (ReplicatorState->launcher_latch)
+		SetLatch(ReplicatorState->launcher_latch);
+	LWLockRelease(ReplicatorState->lock);
+}
+
+void
+replicator_scan_main(Datum arg)
+{
+	Oid			dboid = DatumGetObjectId(arg);
+	List	   *names = NIL;
+	ListCell   *lc;
+
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < REPLICATOR_MAX_DATABASES; i++)
+		if (ReplicatorState->databases[i].dboid == dboid)
+			ReplicatorState->databases[i].scan_pid = MyProcPid;
+	LWLockRelease(ReplicatorState->lock);
+	before_shmem_exit(scan_detach, arg);
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	pgstat_report_appname("replicator scan");
+
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (OidIsValid(replicator_source_namespace()))
+	{
+		int			ret = SPI_execute("SELECT name FROM replicator.replicas"
+									  " WHERE enabled AND invalid_reason IS NULL",
+									  true, 0);
+
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "could not read replicator.replicas: %s", SPI_result_code_string(ret));
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			names = lappend(names, SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1));
+			MemoryContextSwitchTo(old);
+		}
+	}
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	/* slots of this database: wanted if still in the catalog */
+	for (int i = 0; i < REPLICATOR_MAX_REPLICAS; i++)
+	{
+		ReplicaSlot *slot = &ReplicatorState->slots[i];
+		bool		listed = false;
+
+		if (!slot->in_use || slot->dboid != dboid)
+			continue;
+		foreach(lc, names)
+			if (strcmp((char *) lfirst(lc), slot->name) == 0)
+				listed = true;
+		if (listed && !slot->wanted)
+		{
+			/* resumed: start at once */
+			slot->start_after = 0;
+			slot->failed_starts = 0;
+		}
+		slot->wanted = listed;
+	}
+	/* new destinations get a slot */
+	foreach(lc, names)
+	{
+		const char *name = lfirst(lc);
+		ReplicaSlot *free_slot = NULL;
+		bool		found = false;
+
+		for (int i = 0; i < REPLICATOR_MAX_REPLICAS && !found; i++)
+		{
+			ReplicaSlot *slot = &ReplicatorState->slots[i];
+
+			if (slot->in_use && slot->dboid == dboid && strcmp(slot->name, name) == 0)
+				found = true;
+			else if (!slot->in_use && free_slot == NULL)
+				free_slot = slot;
+		}
+		if (found)
+			continue;
+		if (free_slot == NULL)
+		{
+			ereport(WARNING,
+					(errmsg("replicator streams to at most %d destinations; \"%s\" is not served",
+							REPLICATOR_MAX_REPLICAS, name)));
+			continue;
+		}
+		{
+			uint32		generation = free_slot->generation + 1;
+
+			memset(free_slot, 0, sizeof(ReplicaSlot));
+			free_slot->generation = generation;
+		}
+		free_slot->in_use = true;
+		free_slot->wanted = true;
+		free_slot->dboid = dboid;
+		strlcpy(free_slot->name, name, REPLICA_NAME_LEN);
+		free_slot->position = -1;
+	}
+	LWLockRelease(ReplicatorState->lock);
+}

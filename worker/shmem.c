@@ -1,0 +1,241 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  The shared state, and how SQL sessions signal the launcher and the
+ *	  streaming workers: always at commit, so that whoever wakes up sees
+ *	  what the session committed.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/shmem.h"
+#include "utils/timestamp.h"
+
+#include "worker.h"
+
+ReplicatorShared *ReplicatorState = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static bool xact_callback_registered = false;
+static bool rescan_at_commit = false;
+static bool wake_at_commit = false;
+
+static void
+replicator_shmem_request_hook(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(ReplicatorShared)));
+	RequestNamedLWLockTranche("replicator", 1);
+}
+
+static void
+replicator_shmem_startup_hook(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	ReplicatorState = ShmemInitStruct("replicator", sizeof(ReplicatorShared), &found);
+	if (!found)
+	{
+		memset(ReplicatorState, 0, sizeof(ReplicatorShared));
+		ReplicatorState->lock = &(GetNamedLWLockTranche("replicator"))->lock;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* From _PG_init, while shared_preload_libraries is processed. */
+void
+replicator_shmem_request(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = replicator_shmem_request_hook;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = replicator_shmem_startup_hook;
+}
+
+const char *
+replica_state_name(ReplicaState state)
+{
+	switch (state)
+	{
+		case REPLICA_STOPPED:
+			return "stopped";
+		case REPLICA_CONNECTING:
+			return "connecting";
+		case REPLICA_CATCHING_UP:
+			return "catching_up";
+		case REPLICA_STREAMING:
+			return "streaming";
+		case REPLICA_DISCONNECTED:
+			return "disconnected";
+		case REPLICA_INVALID:
+			return "invalid";
+	}
+	return "unknown";
+}
+
+/* Ask the launcher to read dboid's catalog again. */
+void
+replicator_request_rescan(Oid dboid)
+{
+	DatabaseEntry *free_entry = NULL;
+	Latch	   *launcher;
+	int			i;
+
+	if (ReplicatorState == NULL)
+		return;
+
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	for (i = 0; i < REPLICATOR_MAX_DATABASES; i++)
+	{
+		DatabaseEntry *db = &ReplicatorState->databases[i];
+
+		if (db->dboid == dboid)
+			break;
+		if (!OidIsValid(db->dboid) && free_entry == NULL)
+			free_entry = db;
+	}
+	if (i < REPLICATOR_MAX_DATABASES)
+		ReplicatorState->databases[i].rescan = true;
+	else if (free_entry != NULL)
+	{
+		memset(free_entry, 0, sizeof(DatabaseEntry));
+		free_entry->dboid = dboid;
+		free_entry->rescan = true;
+	}
+	else
+		ereport(WARNING,
+				(errmsg("replicator serves at most %d databases; database %u is not served",
+						REPLICATOR_MAX_DATABASES, dboid)));
+	launcher = ReplicatorState->launcher_latch;
+	LWLockRelease(ReplicatorState->lock);
+
+	if (launcher)
+		SetLatch(launcher);
+}
+
+static void
+wake_database_workers(Oid dboid)
+{
+	LWLockAcquire(ReplicatorState->lock, LW_SHARED);
+	for (int i = 0; i < REPLICATOR_MAX_REPLICAS; i++)
+	{
+		ReplicaSlot *slot = &ReplicatorState->slots[i];
+
+		if (slot->in_use && slot->dboid == dboid && slot->latch != NULL)
+			SetLatch(slot->latch);
+	}
+	LWLockRelease(ReplicatorState->lock);
+}
+
+static void
+replicator_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+			if (rescan_at_commit)
+				replicator_request_rescan(MyDatabaseId);
+			if (wake_at_commit && ReplicatorState != NULL)
+				wake_database_workers(MyDatabaseId);
+			rescan_at_commit = wake_at_commit = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			rescan_at_commit = wake_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+register_xact_callback(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(replicator_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+}
+
+/* The replica catalog changed: the launcher rescans at commit. */
+void
+replicator_request_rescan_at_commit(void)
+{
+	register_xact_callback();
+	rescan_at_commit = true;
+}
+
+/* Events were inserted: the streaming workers wake at commit. */
+void
+replicator_wake_workers_at_commit(void)
+{
+	if (ReplicatorState == NULL || wake_at_commit)
+		return;
+	register_xact_callback();
+	wake_at_commit = true;
+}
+
+/*
+ * DROP DATABASE is about to run: stop dboid's workers and start none for a
+ * while, so that they do not hold the database open.  If the drop fails they
+ * start again after that while.
+ */
+void
+replicator_stop_database_workers(Oid dboid)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 30000);
+
+	if (ReplicatorState == NULL)
+		return;
+
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < REPLICATOR_MAX_DATABASES; i++)
+	{
+		DatabaseEntry *db = &ReplicatorState->databases[i];
+
+		if (db->dboid != dboid)
+			continue;
+		db->dropping_until = until;
+		if (db->scan_pid > 0)
+			kill(db->scan_pid, SIGTERM);
+	}
+	for (int i = 0; i < REPLICATOR_MAX_REPLICAS; i++)
+	{
+		ReplicaSlot *slot = &ReplicatorState->slots[i];
+
+		if (slot->in_use && slot->dboid == dboid && slot->pid > 0)
+			kill(slot->pid, SIGTERM);
+	}
+	LWLockRelease(ReplicatorState->lock);
+}
+
+/* DROP DATABASE succeeded: forget dboid and its destinations. */
+void
+replicator_forget_database(Oid dboid)
+{
+	if (ReplicatorState == NULL)
+		return;
+
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < REPLICATOR_MAX_DATABASES; i++)
+		if (ReplicatorState->databases[i].dboid == dboid)
+			memset(&ReplicatorState->databases[i], 0, sizeof(DatabaseEntry));
+	for (int i = 0; i < REPLICATOR_MAX_REPLICAS; i++)
+		if (ReplicatorState->slots[i].dboid == dboid)
+			ReplicatorState->slots[i].in_use = ReplicatorState->slots[i].wanted = false;
+	LWLockRelease(ReplicatorState->lock);
+}

@@ -1,0 +1,556 @@
+/*-------------------------------------------------------------------------
+ *
+ * stream.c
+ *	  The streaming worker: copies new events to one destination, exactly
+ *	  once, in batches, each one destination transaction.
+ *
+ * Exactly once: the position is the destination's own max(id), read on every
+ * connect, and advanced only after a batch's COMMIT succeeded.  If a commit's
+ * outcome is unknown (the connection broke), the worker reconnects and reads
+ * max(id) again.  Ids are gapless and commit in order on the source, so
+ * "id > position" is exactly what the destination lacks; its primary key
+ * turns any mistake into an error, never a duplicate.
+ *
+ * A batch is read in a short local transaction, then written with no local
+ * transaction open, so a slow destination holds no lock on the source.  It
+ * holds at most replicator.max_events_per_write events and ends at an
+ * insert_events call boundary (ts changes there) unless one call alone is
+ * larger.  Rows travel in binary COPY: values arrive exactly.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
+#include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "libpq/pqformat.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/fmgrprotos.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "replicator.h"
+#include "worker.h"
+
+/* A batch also stops growing at this many bytes (one event may exceed it). */
+#define BATCH_MAX_BYTES		(32 * 1024 * 1024)
+/* COPY data is handed to libpq in pieces of this size. */
+#define COPY_CHUNK_BYTES	(256 * 1024)
+#define MAX_BACKOFF_MS		30000
+
+static const char copy_header[] = "PGCOPY\n\377\r\n\0";
+
+static int	slotno;
+static ReplicaSlot *slot;
+static char *replica;			/* our destination's name */
+static char *appname;
+
+/* What the catalog says about our destination. */
+typedef struct ReplicaConfig
+{
+	bool		exists;
+	char	   *conninfo;
+	bool		require_password;
+	Oid			nspid;			/* the event source's schema */
+} ReplicaConfig;
+
+typedef struct Batch
+{
+	StringInfoData data;		/* binary COPY, header to trailer */
+	int64		first_id;
+	int64		last_id;
+	int			count;
+	int64		source_max;
+} Batch;
+
+static void
+report(ReplicaState state)
+{
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	slot->state = state;
+	LWLockRelease(ReplicatorState->lock);
+}
+
+static void
+report_error(const char *what)
+{
+	ereport(LOG, (errmsg("replicator: destination \"%s\": %s", replica, what)));
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	strlcpy(slot->last_error, what, REPLICA_ERROR_LEN);
+	slot->last_error_at = GetCurrentTimestamp();
+	slot->state = REPLICA_DISCONNECTED;
+	LWLockRelease(ReplicatorState->lock);
+}
+
+static void
+stream_detach(int code, Datum arg)
+{
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	if (slot->pid == MyProcPid)
+	{
+		slot->pid = 0;
+		slot->latch = NULL;
+		if (slot->state != REPLICA_INVALID)
+			slot->state = REPLICA_STOPPED;
+	}
+	if (ReplicatorState->launcher_latch)
+		SetLatch(ReplicatorState->launcher_latch);
+	LWLockRelease(ReplicatorState->lock);
+}
+
+/* Leave for good: the catalog no longer wants this destination streamed. */
+static void
+stop_streaming(const char *why)
+{
+	ereport(LOG, (errmsg("replicator: stopped streaming to \"%s\": %s", replica, why)));
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	slot->wanted = false;
+	LWLockRelease(ReplicatorState->lock);
+	proc_exit(0);
+}
+
+static void
+sleep_ms(long ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+/* Exponential backoff with jitter, so many workers do not retry in step. */
+static void
+backoff(int attempt)
+{
+	long		ms = Min(MAX_BACKOFF_MS, 500L << Min(attempt, 6));
+
+	ms = (long) (ms * (0.75 + 0.5 * pg_prng_double(&pg_global_prng_state)));
+	sleep_ms(ms);
+}
+
+static void
+begin_local(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+static void
+end_local(void)
+{
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+}
+
+/*
+ * Read our row of the catalog; needs a local transaction.  The conninfo is
+ * allocated in the current memory context.
+ */
+static ReplicaConfig
+read_config(void)
+{
+	ReplicaConfig config = {false, NULL, true, InvalidOid};
+	Oid			nspid = replicator_source_namespace();
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	bool		isnull;
+
+	if (!OidIsValid(nspid))
+		return config;
+	args[0] = CStringGetTextDatum(replica);
+	if (SPI_execute_with_args("SELECT conninfo, require_password FROM replicator.replicas"
+							  " WHERE name = $1 AND enabled AND invalid_reason IS NULL",
+							  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read replicator.replicas");
+	if (SPI_processed != 1)
+		return config;
+	config.exists = true;
+	config.conninfo = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	config.require_password = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+														 SPI_tuptable->tupdesc, 2, &isnull));
+	config.nspid = nspid;
+	return config;
+}
+
+/* The destination failed validation: say why in the catalog and stop. */
+static void
+mark_invalid(const char *reason)
+{
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		args[2];
+
+	report_error(reason);
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	slot->state = REPLICA_INVALID;
+	LWLockRelease(ReplicatorState->lock);
+
+	begin_local();
+	args[0] = CStringGetTextDatum(replica);
+	args[1] = CStringGetTextDatum(reason);
+	SPI_execute_with_args("UPDATE replicator.replicas SET invalid_reason = $2,"
+						  " invalid_since = pg_catalog.now() WHERE name = $1",
+						  2, argtypes, args, NULL, false, 0);
+	end_local();
+	stop_streaming("destination is invalid until replicator.resume_replica() is called");
+}
+
+static void
+record_destination(const char *identity)
+{
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		args[2];
+
+	begin_local();
+	args[0] = CStringGetTextDatum(replica);
+	args[1] = CStringGetTextDatum(identity);
+	SPI_execute_with_args("UPDATE replicator.replicas SET destination = $2"
+						  " WHERE name = $1 AND destination IS DISTINCT FROM $2",
+						  2, argtypes, args, NULL, false, 0);
+	end_local();
+}
+
+/*
+ * Read the next batch after position into batch->data as binary COPY.
+ * Needs a local transaction.  Returns false if there is nothing new.
+ */
+static bool
+read_batch(Oid nspid, int64 position, Batch *batch)
+{
+	int			limit = replicator_max_events_per_write;
+	char	   *sql;
+	SPIPlanPtr	plan;
+	Portal		portal;
+	Oid			argtypes[2] = {INT8OID, INT8OID};
+	Datum		args[2];
+	FmgrInfo	jsonb_send_info;
+	int			n = 0;
+	int64	   *ids = palloc(sizeof(int64) * (limit + 1));
+	TimestampTz *tss = palloc(sizeof(TimestampTz) * (limit + 1));
+	int		   *ends = palloc(sizeof(int) * (limit + 1));
+	bool		have_next = false;
+	TimestampTz next_ts = 0;
+	int			keep;
+	bool		isnull;
+
+	fmgr_info(F_JSONB_SEND, &jsonb_send_info);
+
+	if (SPI_execute(psprintf("SELECT coalesce(max(id), 0) FROM %s.events",
+							 quote_identifier(get_namespace_name(nspid))), true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read max(id) of events");
+	batch->source_max = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (batch->source_max <= position)
+		return false;
+
+	/* ids are gapless: the range (position, position + limit + 1] */
+	sql = psprintf("SELECT id, ts, event FROM %s.events WHERE id > $1 AND id <= $2 ORDER BY id",
+				   quote_identifier(get_namespace_name(nspid)));
+	plan = SPI_prepare(sql, 2, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	args[0] = Int64GetDatum(position);
+	args[1] = Int64GetDatum(position + limit + 1);
+	portal = SPI_cursor_open(NULL, plan, args, NULL, true);
+
+	resetStringInfo(&batch->data);
+	appendBinaryStringInfo(&batch->data, copy_header, sizeof(copy_header) - 1);
+	pq_sendint32(&batch->data, 0);	/* flags */
+	pq_sendint32(&batch->data, 0);	/* header extension length */
+
+	while (!have_next)
+	{
+		SPI_cursor_fetch(portal, true, 256);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			TimestampTz ts = DatumGetTimestampTz(SPI_getbinval(tup, desc, 2, &isnull));
+			bytea	   *event;
+
+			if (n == limit || (n > 0 && batch->data.len >= BATCH_MAX_BYTES))
+			{
+				/* the first event not taken: does its call continue ours? */
+				have_next = true;
+				next_ts = ts;
+				break;
+			}
+			if (id != position + n + 1)
+				ereport(ERROR,
+						(errcode(ERRCODE_DATA_CORRUPTED),
+						 errmsg("events has a gap: id " INT64_FORMAT " follows " INT64_FORMAT,
+								id, position + n)));
+			event = SendFunctionCall(&jsonb_send_info, SPI_getbinval(tup, desc, 3, &isnull));
+
+			pq_sendint16(&batch->data, 3);
+			pq_sendint32(&batch->data, 8);
+			pq_sendint64(&batch->data, id);
+			pq_sendint32(&batch->data, 8);
+			pq_sendint64(&batch->data, ts);
+			pq_sendint32(&batch->data, VARSIZE(event) - VARHDRSZ);
+			appendBinaryStringInfo(&batch->data, VARDATA(event), VARSIZE(event) - VARHDRSZ);
+			pfree(event);
+
+			ids[n] = id;
+			tss[n] = ts;
+			ends[n] = batch->data.len;
+			n++;
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	SPI_freeplan(plan);
+
+	if (n == 0)
+		return false;
+
+	/*
+	 * End at the last call boundary: if the event after the batch shares the
+	 * last one's ts, drop the tail of that call, unless the call fills the
+	 * whole batch.
+	 */
+	keep = n;
+	if (have_next && next_ts == tss[n - 1])
+	{
+		while (keep > 0 && tss[keep - 1] == next_ts)
+			keep--;
+		if (keep == 0)
+			keep = n;
+	}
+	batch->data.len = ends[keep - 1];
+	pq_sendint16(&batch->data, -1);	/* trailer */
+	batch->first_id = ids[0];
+	batch->last_id = ids[keep - 1];
+	batch->count = keep;
+	return true;
+}
+
+/* Write one batch in one destination transaction.  NULL or the error. */
+static char *
+write_batch(PGconn *conn, Batch *batch)
+{
+	PGresult   *res;
+
+	res = remote_exec(conn, "BEGIN; COPY events (id, ts, event) FROM STDIN (FORMAT binary)", 0, NULL);
+	if (res == NULL || PQresultStatus(res) != PGRES_COPY_IN)
+		goto fail;
+	PQclear(res);
+
+	for (int off = 0; off < batch->data.len; off += COPY_CHUNK_BYTES)
+		if (!remote_put_copy(conn, batch->data.data + off,
+							 Min(COPY_CHUNK_BYTES, batch->data.len - off)))
+			return remote_error(conn, NULL);
+
+	res = remote_end_copy(conn);
+	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+		goto fail;
+	PQclear(res);
+
+	res = remote_exec(conn, "COMMIT", 0, NULL);
+	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+		goto fail;
+	PQclear(res);
+	return NULL;
+
+fail:
+	{
+		char	   *error = remote_error(conn, res);
+
+		if (res)
+			PQclear(res);
+		return error;
+	}
+}
+
+/* Stream until the connection fails; returns the error. */
+static char *
+stream(PGconn *conn, Oid nspid, int64 position)
+{
+	MemoryContext conn_cxt = CurrentMemoryContext;
+	MemoryContext batch_cxt = AllocSetContextCreate(conn_cxt, "replicator batch",
+													ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		MemoryContext old;
+		Batch		batch;
+		bool		have_batch;
+		ReplicaConfig config;
+		char	   *error;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		MemoryContextReset(batch_cxt);
+		old = MemoryContextSwitchTo(batch_cxt);
+		initStringInfo(&batch.data);
+		MemoryContextSwitchTo(old);
+
+		/* the latch is reset before reading, so no commit goes unnoticed */
+		ResetLatch(MyLatch);
+		begin_local();
+		config = read_config();
+		if (!config.exists)
+		{
+			end_local();
+			stop_streaming("replica dropped, paused or invalid, or extension dropped");
+		}
+		old = MemoryContextSwitchTo(batch_cxt);
+		have_batch = read_batch(nspid, position, &batch);
+		MemoryContextSwitchTo(old);
+		end_local();
+		MemoryContextSwitchTo(batch_cxt);
+
+		if (!have_batch)
+		{
+			report(REPLICA_STREAMING);
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 replicator_poll_interval, PG_WAIT_EXTENSION);
+			continue;
+		}
+
+		report(batch.source_max - batch.last_id > 0 ? REPLICA_CATCHING_UP : REPLICA_STREAMING);
+		error = write_batch(conn, &batch);
+		if (error)
+			return error;
+
+		position = batch.last_id;
+		LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+		slot->position = position;
+		slot->events_sent += batch.count;
+		slot->bytes_sent += batch.data.len;
+		slot->last_contact = GetCurrentTimestamp();
+		slot->failed_starts = 0;
+		LWLockRelease(ReplicatorState->lock);
+	}
+}
+
+void
+replicator_stream_main(Datum arg)
+{
+	uint32		generation;
+	Oid			dboid;
+	int			attempt = 0;
+	MemoryContext conn_cxt;
+
+	slotno = DatumGetInt32(arg);
+	memcpy(&generation, MyBgworkerEntry->bgw_extra, sizeof(uint32));
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	/* claim the slot, unless it was reassigned or is served already */
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	slot = &ReplicatorState->slots[slotno];
+	if (!slot->in_use || slot->generation != generation || slot->pid != 0)
+	{
+		LWLockRelease(ReplicatorState->lock);
+		proc_exit(0);
+	}
+	slot->pid = MyProcPid;
+	slot->latch = MyLatch;
+	slot->state = REPLICA_CONNECTING;
+	dboid = slot->dboid;
+	replica = MemoryContextStrdup(TopMemoryContext, slot->name);
+	LWLockRelease(ReplicatorState->lock);
+	before_shmem_exit(stream_detach, 0);
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+
+	begin_local();
+	appname = MemoryContextStrdup(TopMemoryContext,
+								  psprintf("replicator:%s:%s", get_database_name(MyDatabaseId), replica));
+	end_local();
+	pgstat_report_appname(appname);
+
+	conn_cxt = AllocSetContextCreate(TopMemoryContext, "replicator connection",
+									 ALLOCSET_DEFAULT_SIZES);
+	for (;;)
+	{
+		ReplicaConfig config;
+		SourceFacts facts;
+		DestinationInfo info;
+		PGconn	   *conn;
+		char	   *error;
+		List	   *checks;
+		MemoryContext spi_cxt;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		/* everything of one connection lives in conn_cxt */
+		MemoryContextReset(conn_cxt);
+		begin_local();
+		spi_cxt = MemoryContextSwitchTo(conn_cxt);
+		config = read_config();
+		if (config.exists)
+			read_source_facts(config.nspid, replica, &facts);
+		MemoryContextSwitchTo(spi_cxt);
+		end_local();
+		MemoryContextSwitchTo(conn_cxt);
+		if (!config.exists)
+			stop_streaming("replica dropped, paused or invalid, or extension dropped");
+
+		report(REPLICA_CONNECTING);
+		conn = remote_connect(config.conninfo, appname, replicator_connect_timeout, &error);
+		if (conn == NULL)
+		{
+			report_error(error);
+			backoff(attempt++);
+			continue;
+		}
+		if (config.require_password && !PQconnectionUsedPassword(conn))
+		{
+			PQfinish(conn);
+			mark_invalid("password required: the replica was added by a non-superuser, and the destination did not ask for its password");
+		}
+
+		checks = check_destination(conn, &facts, true, &info);
+		error = first_failure(checks);
+		if (error && PQstatus(conn) == CONNECTION_OK)
+		{
+			PQfinish(conn);
+			mark_invalid(error);
+		}
+		if (error == NULL)
+		{
+			if (info.created_table)
+				ereport(LOG, (errmsg("replicator: created table events in destination \"%s\"", replica)));
+			record_destination(info.identity);
+			LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+			slot->position = info.max_id;
+			slot->last_contact = GetCurrentTimestamp();
+			LWLockRelease(ReplicatorState->lock);
+			attempt = 0;
+			error = stream(conn, config.nspid, info.max_id);
+		}
+		PQfinish(conn);
+		report_error(error);
+		backoff(attempt++);
+	}
+}

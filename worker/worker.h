@@ -1,0 +1,141 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.h
+ *	  Shared memory between the launcher, the streaming workers and the
+ *	  SQL functions that manage and watch them.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef REPLICATOR_WORKER_H
+#define REPLICATOR_WORKER_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "libpq-fe.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+
+#include "replicator.h"
+
+#define REPLICATOR_MAX_REPLICAS		64
+#define REPLICATOR_MAX_DATABASES	64
+#define REPLICA_NAME_LEN			64
+#define REPLICA_ERROR_LEN			512
+
+typedef enum ReplicaState
+{
+	REPLICA_STOPPED = 0,
+	REPLICA_CONNECTING,
+	REPLICA_CATCHING_UP,
+	REPLICA_STREAMING,
+	REPLICA_DISCONNECTED,
+	REPLICA_INVALID
+} ReplicaState;
+
+/* One destination of one source database. */
+typedef struct ReplicaSlot
+{
+	bool		in_use;
+	bool		wanted;			/* the catalog says: stream to it */
+	Oid			dboid;
+	char		name[REPLICA_NAME_LEN];
+	uint32		generation;		/* bumped each time the slot is reassigned */
+	pid_t		pid;			/* streaming worker, 0 if none */
+	Latch	   *latch;			/* its latch, set when events commit */
+	TimestampTz start_after;	/* launcher's restart backoff */
+	int			failed_starts;
+
+	/* reported by the worker */
+	ReplicaState state;
+	int64		position;		/* destination max(id), -1 if unknown */
+	int64		events_sent;
+	int64		bytes_sent;
+	char		last_error[REPLICA_ERROR_LEN];
+	TimestampTz last_error_at;
+	TimestampTz last_contact;
+} ReplicaSlot;
+
+/* A database the launcher knows of. */
+typedef struct DatabaseEntry
+{
+	Oid			dboid;
+	bool		rescan;			/* catalog changed: run a scan worker */
+	pid_t		scan_pid;		/* scan worker running, 0 if none */
+	TimestampTz scan_started;
+	TimestampTz dropping_until; /* DROP DATABASE under way: start nothing */
+} DatabaseEntry;
+
+typedef struct ReplicatorShared
+{
+	LWLock	   *lock;
+	Latch	   *launcher_latch;
+	pid_t		launcher_pid;
+	DatabaseEntry databases[REPLICATOR_MAX_DATABASES];
+	ReplicaSlot slots[REPLICATOR_MAX_REPLICAS];
+} ReplicatorShared;
+
+extern ReplicatorShared *ReplicatorState;
+
+/* shmem.c */
+extern void replicator_shmem_request(void);
+extern void replicator_request_rescan(Oid dboid);
+extern void replicator_stop_database_workers(Oid dboid);
+extern void replicator_forget_database(Oid dboid);
+extern const char *replica_state_name(ReplicaState state);
+
+/* launcher.c */
+extern void replicator_register_launcher(void);
+extern PGDLLEXPORT void replicator_launcher_main(Datum arg);
+extern PGDLLEXPORT void replicator_scan_main(Datum arg);
+
+/* stream.c */
+extern PGDLLEXPORT void replicator_stream_main(Datum arg);
+
+/* connection.c: non-blocking libpq, waiting on the latch and the socket */
+extern PGconn *remote_connect(const char *conninfo, const char *appname,
+							  int timeout_ms, char **error);
+extern PGresult *remote_exec(PGconn *conn, const char *sql, int nparams,
+							 const char *const *values);
+extern bool remote_put_copy(PGconn *conn, const char *data, int len);
+extern PGresult *remote_end_copy(PGconn *conn);
+extern char *remote_error(PGconn *conn, PGresult *res);
+extern char *mask_conninfo(const char *conninfo, char **error);
+extern char *conninfo_password(const char *conninfo);
+
+/* destination.c: slate's start-up checks */
+typedef struct DestinationCheck
+{
+	const char *check;
+	bool		ok;
+	char	   *detail;
+} DestinationCheck;
+
+typedef struct DestinationInfo
+{
+	char	   *identity;		/* system identifier/port/database */
+	int64		max_id;			/* -1 if the table was empty or missing */
+	int64		count;
+	bool		created_table;
+} DestinationInfo;
+
+/* What the checks compare a destination with. */
+typedef struct SourceFacts
+{
+	char	   *identity;
+	int64		max_id;			/* 0 if empty */
+	bool		has_first;
+	int64		first_id;
+	TimestampTz first_ts;
+	char	   *first_event;	/* jsonb text */
+	List	   *other_names;	/* other replicas with a known destination */
+	List	   *other_identities;
+} SourceFacts;
+
+extern void read_source_facts(Oid nspid, const char *replica, SourceFacts *facts);
+extern List *check_destination(PGconn *conn, SourceFacts *facts, bool create_table,
+							   DestinationInfo *info);
+extern char *first_failure(List *checks);
+extern char *source_identity(void);
+
+#endif							/* REPLICATOR_WORKER_H */
