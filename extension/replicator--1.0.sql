@@ -170,7 +170,7 @@ LANGUAGE C VOLATILE STRICT;
 
 -- slate's start-up checks, on demand (its --dry-run).
 CREATE FUNCTION replicator.validate(name text DEFAULT NULL)
-RETURNS TABLE (replica text, "check" text, ok boolean, detail text)
+RETURNS TABLE (replica text, check_name text, ok boolean, detail text)
 AS 'MODULE_PATHNAME', 'replicator_validate'
 LANGUAGE C VOLATILE;
 

@@ -270,6 +270,8 @@ mask_conninfo(const char *conninfo, char **error)
 		*error = errmsg ? pstrdup(errmsg) : pstrdup("out of memory");
 		if (errmsg)
 			PQfreemem(errmsg);
+		while (**error && (*error)[strlen(*error) - 1] == '\n')
+			(*error)[strlen(*error) - 1] = '\0';
 		return NULL;
 	}
 	initStringInfo(&buf);

@@ -1,0 +1,92 @@
+
+# Helpers shared by the TAP suites: servers with the extension, row-by-row
+# comparison of events tables, and waits on conditions (never sleeps).
+package ReplicatorTest;
+
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Exporter 'import';
+
+our @EXPORT = qw(source_node destination_node dump_events compare_events
+  wait_replica add_replica events_count);
+
+# A source: library preloaded, extension created in database postgres.
+sub source_node
+{
+	my ($name, @conf) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	$node->append_conf('postgresql.conf',
+		join("\n", "shared_preload_libraries = 'replicator'",
+			"max_worker_processes = 16", @conf) . "\n");
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION replicator');
+	return $node;
+}
+
+sub destination_node
+{
+	my ($name) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	$node->start;
+	return $node;
+}
+
+sub add_replica
+{
+	my ($source, $name, $dest, %opts) = @_;
+	my $conn = $dest->connstr($opts{dbname} // 'postgres');
+	$source->safe_psql('postgres', "SELECT replicator.add_replica('$name', \$\$$conn\$\$)");
+}
+
+sub events_count
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres', 'SELECT count(*) FROM events');
+}
+
+# id, ts as microseconds since the epoch, event as jsonb text: exact values.
+sub dump_events
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres',
+		q{COPY (SELECT id, (extract(epoch FROM ts) * 1000000)::bigint, event::text
+		        FROM events ORDER BY id) TO STDOUT});
+}
+
+# Row by row: same count, and every row identical; names the first difference.
+sub compare_events
+{
+	my ($source, $dest, $test_name) = @_;
+	my @src = split /\n/, dump_events($source);
+	my @dst = split /\n/, dump_events($dest);
+	my $n = @src > @dst ? scalar(@src) : scalar(@dst);
+	for my $i (0 .. $n - 1)
+	{
+		my $s = $src[$i] // '(missing)';
+		my $d = $dst[$i] // '(missing)';
+		next if $s eq $d;
+		fail($test_name);
+		diag("first difference at row " . ($i + 1) . ":\n  source:      "
+			  . substr($s, 0, 300) . "\n  destination: " . substr($d, 0, 300));
+		return 0;
+	}
+	is(scalar(@dst), scalar(@src), "$test_name (" . scalar(@src) . " rows, all equal)");
+	return 1;
+}
+
+# Wait until the destination holds every event committed before now.
+sub wait_replica
+{
+	my ($source, $name, $timeout) = @_;
+	$timeout //= $PostgreSQL::Test::Utils::timeout_default;
+	my $ok = $source->safe_psql('postgres',
+		"SELECT replicator.wait_for_replica('$name', '$timeout s')");
+	return $ok eq 't';
+}
+
+1;
