@@ -34,6 +34,36 @@
  */
 #define EVENT_RENDER_LIMIT	(4 * NOTIFY_PAYLOAD_MAX_LENGTH)
 
+/* restore_events copies many events at once and notifies once for all */
+static bool suppressed = false;
+
+void
+replicator_suppress_notify(bool suppress)
+{
+	suppressed = suppress;
+}
+
+static void
+append_header(StringInfo payload, const char *table, int64 id)
+{
+	appendStringInfoString(payload, "{\"table\":");
+	escape_json(payload, table);
+	appendStringInfo(payload, ",\"id\":" INT64_FORMAT, id);
+}
+
+/* One notification for restored events: the last id restored. */
+void
+replicator_notify_restored(int64 last_id)
+{
+	StringInfoData payload;
+
+	initStringInfo(&payload);
+	append_header(&payload, "events", last_id);
+	appendStringInfoString(&payload, ",\"restored\":true}");
+	Async_Notify(REPLICATOR_NOTIFY_CHANNEL, payload.data);
+	pfree(payload.data);
+}
+
 PG_FUNCTION_INFO_V1(replicator_notify_event_insert);
 
 Datum
@@ -67,13 +97,11 @@ replicator_notify_event_insert(PG_FUNCTION_ARGS)
 						RelationGetRelationName(trigdata->tg_relation))));
 
 	id = heap_getattr(tuple, id_attnum, tupdesc, &isnull);
-	if (isnull)
+	if (isnull || suppressed)
 		return PointerGetDatum(tuple);
 
 	initStringInfo(&payload);
-	appendStringInfoString(&payload, "{\"table\":");
-	escape_json(&payload, RelationGetRelationName(trigdata->tg_relation));
-	appendStringInfo(&payload, ",\"id\":" INT64_FORMAT, DatumGetInt64(id));
+	append_header(&payload, RelationGetRelationName(trigdata->tg_relation), DatumGetInt64(id));
 
 	event = heap_getattr(tuple, event_attnum, tupdesc, &isnull);
 	if (!isnull && toast_raw_datum_size(event) <= EVENT_RENDER_LIMIT)

@@ -237,3 +237,17 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'replicator_rescan'
 LANGUAGE C VOLATILE;
 SELECT replicator.rescan();
+
+-- slate's restore_events: refill an empty event source from a copy of its
+-- events elsewhere.  fromPort is ours (slate's host could not name a port).
+CREATE FUNCTION @extschema@.restore_events(fromHost text, fromDatabase text,
+										   fromDatabaseUser text DEFAULT NULL,
+										   fromDatabasePassword text DEFAULT NULL,
+										   fromPort integer DEFAULT NULL,
+										   OUT rows_restored bigint,
+										   OUT next_insert_id bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'replicator_restore_events'
+LANGUAGE C VOLATILE;
+REVOKE EXECUTE ON FUNCTION @extschema@.restore_events(text, text, text, text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.restore_events(text, text, text, text, integer) TO replicator_admin;

@@ -25,6 +25,10 @@ extern bool replicator_preloaded;
 extern void replicator_allow_next_write(Oid relid);
 extern void replicator_forbid_writes(void);
 
+/* notify.c */
+extern void replicator_suppress_notify(bool suppress);
+extern void replicator_notify_restored(int64 last_id);
+
 /* replicator.c */
 extern Oid	replicator_source_namespace(void);
 

@@ -29,6 +29,8 @@ r_failed=$(grep -cE '^(not ok|test) .* \.\.\. FAILED' "$out" || true)
 t_total=$(sed -nE 's/^Files=[0-9]+, Tests=([0-9]+),.*/\1/p' "$out" | tail -n 1)
 t_failed=$(sed -nE 's/.*Failed ([0-9]+)\/[0-9]+ subtests.*/\1/p' "$out" | awk '{s += $1} END {print s + 0}')
 t_total=${t_total:-0}; t_failed=${t_failed:-0}
+# a suite that died counts as a failure even when its finished tests passed
+t_failed=$((t_failed + $(grep -cE '^t/.*(Dubious|Failed)|Bail out!' "$out" || true)))
 echo
 [ $status -ne 0 ] && echo "full output: $out"
 echo "tests: $((r_ok + t_total - t_failed)) passed, $((r_failed + t_failed)) failed"

@@ -194,10 +194,6 @@ remote_put_copy(PGconn *conn, const char *data, int len)
 PGresult *
 remote_end_copy(PGconn *conn)
 {
-	PGresult   *last = NULL;
-	PGresult   *res;
-	bool		broken;
-
 	for (;;)
 	{
 		int			rc = PQputCopyEnd(conn, NULL);
@@ -210,6 +206,20 @@ remote_end_copy(PGconn *conn)
 	}
 	if (!flush_output(conn))
 		return NULL;
+	return remote_last_result(conn);
+}
+
+/*
+ * The last result of the command under way (after COPY data, its final
+ * status), or NULL if the connection broke.
+ */
+PGresult *
+remote_last_result(PGconn *conn)
+{
+	PGresult   *last = NULL;
+	PGresult   *res;
+	bool		broken;
+
 	while ((res = next_result(conn, &broken)) != NULL)
 	{
 		if (last)
@@ -252,6 +262,22 @@ remote_error(PGconn *conn, PGresult *res)
 	return copy;
 }
 
+/* Append keyword='value' to a connection string, quoted as libpq reads it. */
+void
+conninfo_append(StringInfo buf, const char *keyword, const char *value)
+{
+	if (buf->len > 0)
+		appendStringInfoChar(buf, ' ');
+	appendStringInfo(buf, "%s='", keyword);
+	for (const char *p = value; *p; p++)
+	{
+		if (*p == '\'' || *p == '\\')
+			appendStringInfoChar(buf, '\\');
+		appendStringInfoChar(buf, *p);
+	}
+	appendStringInfoChar(buf, '\'');
+}
+
 /*
  * conninfo as key=value pairs with any password replaced by ********.
  * NULL and *error set if libpq cannot parse it.
@@ -283,18 +309,7 @@ mask_conninfo(const char *conninfo, char **error)
 			continue;
 		if (strcmp(opt->keyword, "password") == 0)
 			val = "********";
-		if (buf.len > 0)
-			appendStringInfoChar(&buf, ' ');
-		appendStringInfo(&buf, "%s=", opt->keyword);
-		/* quote as libpq reads it back */
-		appendStringInfoChar(&buf, '\'');
-		for (const char *p = val; *p; p++)
-		{
-			if (*p == '\'' || *p == '\\')
-				appendStringInfoChar(&buf, '\\');
-			appendStringInfoChar(&buf, *p);
-		}
-		appendStringInfoChar(&buf, '\'');
+		conninfo_append(&buf, opt->keyword, val);
 	}
 	PQconninfoFree(opts);
 	return buf.data;
@@ -314,4 +329,24 @@ conninfo_password(const char *conninfo)
 			password = pstrdup(opt->val);
 	PQconninfoFree(opts);
 	return password;
+}
+
+/*
+ * The next row of COPY OUT data, waiting for it: its length with *buf set
+ * (free with PQfreemem), -1 at the end of the data, -2 if the connection
+ * broke.
+ */
+int
+remote_get_copy(PGconn *conn, char **buf)
+{
+	for (;;)
+	{
+		int			len = PQgetCopyData(conn, buf, 1);
+
+		if (len != 0)
+			return len;
+		wait_socket(conn, WL_SOCKET_READABLE, 0);
+		if (!PQconsumeInput(conn))
+			return -2;
+	}
 }

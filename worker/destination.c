@@ -52,7 +52,9 @@ spi_text(int row, int col)
 
 /*
  * Read what the checks compare with.  Needs SPI connected and a snapshot.
- * The strings are allocated in the caller's memory context.
+ * The strings are allocated in the caller's memory context.  The queries
+ * are not read-only, so each sees what the transaction did before it
+ * (restore_events checks the events it just copied).
  */
 void
 read_source_facts(Oid nspid, const char *replica, SourceFacts *facts)
@@ -68,7 +70,7 @@ read_source_facts(Oid nspid, const char *replica, SourceFacts *facts)
 	facts->identity = source_identity();
 
 	ret = SPI_execute(psprintf("SELECT id, ts, event::text FROM %s.events ORDER BY id LIMIT 1", nsp),
-					  true, 0);
+					  false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read the first event: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 1)
@@ -82,14 +84,14 @@ read_source_facts(Oid nspid, const char *replica, SourceFacts *facts)
 		MemoryContextSwitchTo(spi);
 	}
 
-	ret = SPI_execute(psprintf("SELECT coalesce(max(id), 0) FROM %s.events", nsp), true, 0);
+	ret = SPI_execute(psprintf("SELECT coalesce(max(id), 0) FROM %s.events", nsp), false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read max(id): %s", SPI_result_code_string(ret));
 	facts->max_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
 	ret = SPI_execute_with_args("SELECT name, destination FROM replicator.replicas"
 								" WHERE name <> $1 AND destination IS NOT NULL",
-								1, argtypes, args, NULL, true, 0);
+								1, argtypes, args, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read replicator.replicas: %s", SPI_result_code_string(ret));
 	for (uint64 r = 0; r < SPI_processed; r++)
@@ -100,6 +102,45 @@ read_source_facts(Oid nspid, const char *replica, SourceFacts *facts)
 		facts->other_identities = lappend(facts->other_identities, spi_text(r, 2));
 		MemoryContextSwitchTo(spi);
 	}
+}
+
+/*
+ * Does the remote events table start with the source's first event, id,
+ * ts to the microsecond and event as jsonb text?  If not, *detail says how
+ * they differ (or why the query failed).
+ */
+bool
+first_event_matches(PGconn *conn, SourceFacts *facts, char **detail)
+{
+	char	   *params[3];
+	PGresult   *res;
+	bool		same;
+
+	params[0] = psprintf(INT64_FORMAT, facts->first_id);
+	params[1] = psprintf(INT64_FORMAT, (int64) facts->first_ts);
+	params[2] = facts->first_event;
+	res = remote_exec(conn,
+					  "SELECT id = $1::bigint"
+					  " AND ts = '2000-01-01 00:00:00+00'::timestamptz + $2::bigint * interval '1 microsecond'"
+					  " AND event::text = $3,"
+					  " id, ts, pg_catalog.left(event::text, 200)"
+					  " FROM events ORDER BY id LIMIT 1",
+					  3, (const char *const *) params);
+	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+	{
+		*detail = remote_error(conn, res);
+		if (res)
+			PQclear(res);
+		return false;
+	}
+	same = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	if (!same)
+		*detail = psprintf("the destination's first event (id %s, ts %s, %s) differs from the source's (id " INT64_FORMAT ", ts %s, %.200s)",
+						   PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3),
+						   facts->first_id, timestamptz_to_str(facts->first_ts),
+						   facts->first_event);
+	PQclear(res);
+	return same;
 }
 
 static List *
@@ -268,32 +309,10 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 	/* the first event, exactly */
 	if (info->max_id > 0)
 	{
-		char	   *params[3];
-		char	   *ts_us = psprintf(INT64_FORMAT, (int64) facts->first_ts);
+		char	   *detail = NULL;
 
-		params[0] = psprintf(INT64_FORMAT, facts->first_id);
-		params[1] = ts_us;
-		params[2] = facts->first_event;
-		res = query_row(conn,
-						"SELECT id = $1::bigint"
-						" AND ts = '2000-01-01 00:00:00+00'::timestamptz + $2::bigint * interval '1 microsecond'"
-						" AND event::text = $3,"
-						" id, ts, pg_catalog.left(event::text, 200)"
-						" FROM events ORDER BY id LIMIT 1",
-						3, (const char *const *) params, &checks, "same first event");
-		if (res == NULL)
-			return checks;
-		if (strcmp(PQgetvalue(res, 0, 0), "t") != 0)
-		{
-			checks = add_check(checks, "same first event", false,
-							   psprintf("the destination's first event (id %s, ts %s, %s) differs from the source's (id " INT64_FORMAT ", ts %s, %.200s)",
-										PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3),
-										facts->first_id, timestamptz_to_str(facts->first_ts),
-										facts->first_event));
-			PQclear(res);
-			return checks;
-		}
-		PQclear(res);
+		if (!first_event_matches(conn, facts, &detail))
+			return add_check(checks, "same first event", false, detail);
 		checks = add_check(checks, "same first event", true, NULL);
 	}
 	else

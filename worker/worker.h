@@ -12,6 +12,7 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "lib/stringinfo.h"
 #include "libpq-fe.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -99,6 +100,9 @@ extern PGresult *remote_exec(PGconn *conn, const char *sql, int nparams,
 							 const char *const *values);
 extern bool remote_put_copy(PGconn *conn, const char *data, int len);
 extern PGresult *remote_end_copy(PGconn *conn);
+extern int	remote_get_copy(PGconn *conn, char **buf);
+extern PGresult *remote_last_result(PGconn *conn);
+extern void conninfo_append(StringInfo buf, const char *keyword, const char *value);
 extern char *remote_error(PGconn *conn, PGresult *res);
 extern char *mask_conninfo(const char *conninfo, char **error);
 extern char *conninfo_password(const char *conninfo);
@@ -135,6 +139,7 @@ typedef struct SourceFacts
 extern void read_source_facts(Oid nspid, const char *replica, SourceFacts *facts);
 extern List *check_destination(PGconn *conn, SourceFacts *facts, bool create_table,
 							   DestinationInfo *info);
+extern bool first_event_matches(PGconn *conn, SourceFacts *facts, char **detail);
 extern char *first_failure(List *checks);
 extern char *source_identity(void);
 

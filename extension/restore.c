@@ -1,0 +1,319 @@
+/*-------------------------------------------------------------------------
+ *
+ * restore.c
+ *	  restore_events(): an empty event source refills itself from a copy of
+ *	  its events elsewhere (a destination), as slate's restore_events does,
+ *	  but over libpq and checked like a destination.
+ *
+ * The remote's events arrive by binary COPY straight into a local COPY FROM:
+ * exact values, no SQL text.  Everything happens in the caller's
+ * transaction, with events and id locked: it restores all or nothing.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/copy.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_node.h"
+#include "parser/parse_relation.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "replicator.h"
+#include "worker.h"
+
+/* COPY FROM's data source callback has no argument: the state lives here. */
+static PGconn *copy_conn = NULL;
+static char *copy_buf = NULL;
+static int	copy_len = 0;
+static int	copy_off = 0;
+static bool copy_broken = false;
+
+static int
+read_remote_copy(void *outbuf, int minread, int maxread)
+{
+	int			done = 0;
+
+	while (done < minread)
+	{
+		int			n;
+
+		if (copy_off >= copy_len)
+		{
+			if (copy_buf)
+				PQfreemem(copy_buf);
+			copy_buf = NULL;
+			copy_off = 0;
+			copy_len = remote_get_copy(copy_conn, &copy_buf);
+			if (copy_len < 0)
+			{
+				copy_broken = copy_len == -2;
+				copy_len = 0;
+				break;
+			}
+		}
+		n = Min(maxread - done, copy_len - copy_off);
+		memcpy((char *) outbuf + done, copy_buf + copy_off, n);
+		copy_off += n;
+		done += n;
+	}
+	return done;
+}
+
+static int64
+local_int8(const char *sql)
+{
+	bool		isnull;
+	Datum		d;
+
+	/* not read-only: a fresh snapshot sees what restore_from copied */
+	if (SPI_execute(sql, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "query failed: %s", sql);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetInt64(d);
+}
+
+static PGresult *
+remote_row(PGconn *conn, const char *sql, const char *what)
+{
+	PGresult   *res = remote_exec(conn, sql, 0, NULL);
+
+	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("restore_events: could not %s: %s", what, remote_error(conn, res))));
+	return res;
+}
+
+/* Check the remote, then COPY its events in.  Returns the rows copied. */
+static int64
+restore_from(PGconn *conn, Oid nspid, int64 *remote_count)
+{
+	PGresult   *res;
+	Relation	rel;
+	ParseState *pstate;
+	CopyFromState cstate;
+	char	   *identity = source_identity();
+	int64		copied;
+
+	res = remote_row(conn,
+					 "SELECT coalesce((SELECT system_identifier::text FROM pg_catalog.pg_control_system()"
+					 "  WHERE pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')), '?')"
+					 " || '/' || pg_catalog.current_setting('port') || '/' || pg_catalog.current_database(),"
+					 " (SELECT pg_catalog.string_agg(attname || ' ' || pg_catalog.format_type(atttypid, atttypmod), ', ' ORDER BY attnum)"
+					 "  FROM pg_catalog.pg_attribute WHERE attrelid = pg_catalog.to_regclass('events') AND attnum > 0 AND NOT attisdropped)",
+					 "read the remote's identity");
+	if (strcmp(PQgetvalue(res, 0, 0), identity) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("restore_events: the remote database is this database (%s)", identity)));
+	if (strcmp(PQgetvalue(res, 0, 1), "id bigint, ts timestamp with time zone, event jsonb") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("restore_events: the remote has no events table of (id bigint, ts timestamp with time zone, event jsonb)"),
+				 errdetail("Its events table has columns (%s).", PQgetvalue(res, 0, 1))));
+	PQclear(res);
+
+	res = remote_row(conn, "SELECT count(*), coalesce(max(id), 0) FROM events", "count the remote's events");
+	*remote_count = strtoi64(PQgetvalue(res, 0, 0), NULL, 10);
+	if (*remote_count != strtoi64(PQgetvalue(res, 0, 1), NULL, 10))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("restore_events: the remote's events have gaps: %s events, max(id) %s",
+						PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1))));
+	PQclear(res);
+
+	res = remote_exec(conn, "COPY (SELECT id, ts, event FROM events ORDER BY id) TO STDOUT (FORMAT binary)", 0, NULL);
+	if (res == NULL || PQresultStatus(res) != PGRES_COPY_OUT)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("restore_events: could not read the remote's events: %s", remote_error(conn, res))));
+	PQclear(res);
+
+	rel = table_open(get_relname_relid("events", nspid), RowExclusiveLock);
+	/* COPY's own privilege check, which BeginCopyFrom leaves to DoCopy */
+	if (pg_class_aclcheck(RelationGetRelid(rel), GetUserId(), ACL_INSERT) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, RelationGetRelationName(rel));
+	pstate = make_parsestate(NULL);
+	(void) addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock, NULL, false, false);
+	copy_conn = conn;
+	copy_buf = NULL;
+	copy_len = copy_off = 0;
+	copy_broken = false;
+	cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, read_remote_copy, NIL,
+						   list_make1(makeDefElem("format", (Node *) makeString("binary"), -1)));
+	replicator_allow_next_write(RelationGetRelid(rel));
+	replicator_suppress_notify(true);
+	PG_TRY();
+	{
+		copied = (int64) CopyFrom(cstate);
+	}
+	PG_FINALLY();
+	{
+		replicator_forbid_writes();
+		replicator_suppress_notify(false);
+		if (copy_buf)
+			PQfreemem(copy_buf);
+		copy_buf = NULL;
+		copy_conn = NULL;
+	}
+	PG_END_TRY();
+	EndCopyFrom(cstate);
+	table_close(rel, NoLock);
+	CommandCounterIncrement();
+
+	if (copy_broken)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("restore_events: the connection broke while reading events: %s", remote_error(conn, NULL))));
+	res = remote_last_result(conn);
+	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("restore_events: reading the remote's events failed: %s", remote_error(conn, res))));
+	PQclear(res);
+	return copied;
+}
+
+PG_FUNCTION_INFO_V1(replicator_restore_events);
+
+Datum
+replicator_restore_events(PG_FUNCTION_ARGS)
+{
+	const char *keywords[6];
+	const char *values[6];
+	int			n = 0;
+	Oid			nspid = get_func_namespace(fcinfo->flinfo->fn_oid);
+	const char *nsp = quote_identifier(get_namespace_name(nspid));
+	PGconn	   *volatile conn = NULL;
+	char	   *error = NULL;
+	int64		restored = 0;
+	int64		remote_count = 0;
+	volatile int64 max_id = 0;
+	SourceFacts facts;
+	TupleDesc	tupdesc;
+	Datum		result[2];
+	bool		nulls[2] = {false, false};
+	char	   *conninfo;
+	StringInfoData buf;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("restore_events: fromHost and fromDatabase must not be null")));
+	keywords[n] = "host";
+	values[n++] = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	keywords[n] = "dbname";
+	values[n++] = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	if (!PG_ARGISNULL(2))
+	{
+		keywords[n] = "user";
+		values[n++] = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	}
+	if (!PG_ARGISNULL(3))
+	{
+		keywords[n] = "password";
+		values[n++] = text_to_cstring(PG_GETARG_TEXT_PP(3));
+	}
+	if (!PG_ARGISNULL(4))
+	{
+		keywords[n] = "port";
+		values[n++] = psprintf("%d", PG_GETARG_INT32(4));
+	}
+	keywords[n] = NULL;
+	values[n] = NULL;
+
+	if (!superuser() && PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
+				 errmsg("password is required"),
+				 errdetail("A non-superuser must give fromDatabasePassword, so that the server's own credentials are never used.")));
+
+	/* the whole restore holds events and id: no insert_events meanwhile */
+	SPI_connect();
+	SPI_execute(psprintf("LOCK TABLE %s.events, %s.id IN EXCLUSIVE MODE", nsp, nsp), false, 0);
+	if (local_int8(psprintf("SELECT count(*) FROM %s.events", nsp)) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("restore_events: table %s.events is not empty", nsp),
+				 errhint("restore_events refills an empty event source.")));
+	SPI_finish();
+
+	initStringInfo(&buf);
+	for (int i = 0; keywords[i]; i++)
+		conninfo_append(&buf, keywords[i], values[i]);
+	conninfo = buf.data;
+
+	PG_TRY();
+	{
+		conn = remote_connect(conninfo, "replicator:restore_events", replicator_connect_timeout, &error);
+		if (conn == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
+					 errmsg("restore_events: could not connect: %s", error)));
+		if (!superuser() && !PQconnectionUsedPassword(conn))
+			ereport(ERROR,
+					(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
+					 errmsg("password is required"),
+					 errdetail("The remote server did not ask for the password.")));
+
+		restored = restore_from(conn, nspid, &remote_count);
+
+		/* checked as a destination is: count = max, same first event */
+		SPI_connect();
+		max_id = local_int8(psprintf("SELECT coalesce(max(id), 0) FROM %s.events", nsp));
+		if (restored != remote_count || max_id != restored)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("restore_events: restored " INT64_FORMAT " events with max(id) " INT64_FORMAT ", the remote has " INT64_FORMAT,
+							restored, max_id, remote_count)));
+		if (restored > 0)
+		{
+			char	   *detail = NULL;
+			MemoryContext spi = MemoryContextSwitchTo(TopTransactionContext);
+
+			read_source_facts(nspid, "", &facts);
+			MemoryContextSwitchTo(spi);
+			if (!first_event_matches(conn, &facts, &detail))
+				ereport(ERROR,
+						(errcode(ERRCODE_DATA_CORRUPTED),
+						 errmsg("restore_events: the restored first event differs from the remote's"),
+						 errdetail("%s", detail)));
+		}
+
+		/* the allocator continues after the restored events */
+		replicator_allow_next_write(get_relname_relid("id", nspid));
+		SPI_execute(psprintf("UPDATE %s.id SET id = %lld + 1,"
+							 " last_ts = (SELECT max(ts) FROM %s.events)",
+							 nsp, (long long) max_id, nsp), false, 0);
+		replicator_forbid_writes();
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		if (conn)
+			PQfinish(conn);
+	}
+	PG_END_TRY();
+
+	if (restored > 0)
+		replicator_notify_restored(max_id);
+	replicator_wake_workers_at_commit();
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	result[0] = Int64GetDatum(restored);
+	result[1] = Int64GetDatum(max_id + 1);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), result, nulls)));
+}
