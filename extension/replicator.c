@@ -28,6 +28,7 @@ PG_MODULE_MAGIC;
 int			replicator_max_events_per_write = 10000;
 int			replicator_connect_timeout = 15000;
 int			replicator_poll_interval = 1000;
+char	   *replicator_destination_synchronous_commit = NULL;
 bool		replicator_preloaded = false;
 
 void		_PG_init(void);
@@ -58,6 +59,14 @@ _PG_init(void)
 							1000, 10, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("replicator.destination_synchronous_commit",
+							   "synchronous_commit of the streaming workers' destination sessions.",
+							   "off is safe: a batch a destination crash loses is sent again, since the position is the destination's own max(id).",
+							   &replicator_destination_synchronous_commit,
+							   "off",
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("replicator");
 

@@ -172,38 +172,46 @@ remote_exec(PGconn *conn, const char *sql, int nparams, const char *const *value
 	return last;
 }
 
-/* Feed COPY data; false if the connection broke. */
+/*
+ * Queue COPY data in libpq without waiting for it to be sent (libpq grows
+ * its buffer); false if the connection broke.
+ */
 bool
-remote_put_copy(PGconn *conn, const char *data, int len)
+remote_queue_copy(PGconn *conn, const char *data, int len)
 {
 	for (;;)
 	{
 		int			rc = PQputCopyData(conn, data, len);
 
 		if (rc == 1)
-			break;
+			return true;
 		if (rc < 0)
 			return false;
-		/* buffer full: wait for room */
+		/* libpq could not grow its buffer: wait for room */
 		wait_socket(conn, WL_SOCKET_WRITEABLE, 0);
 	}
-	return flush_output(conn);
 }
 
-/* End COPY IN and return its result, or NULL if the connection broke. */
-PGresult *
-remote_end_copy(PGconn *conn)
+/* Queue the end of COPY data; false if the connection broke. */
+bool
+remote_queue_copy_end(PGconn *conn)
 {
 	for (;;)
 	{
 		int			rc = PQputCopyEnd(conn, NULL);
 
 		if (rc == 1)
-			break;
+			return true;
 		if (rc < 0)
-			return NULL;
+			return false;
 		wait_socket(conn, WL_SOCKET_WRITEABLE, 0);
 	}
+}
+
+/* Send all that is queued, then return the command's last result. */
+PGresult *
+remote_flush_and_result(PGconn *conn)
+{
 	if (!flush_output(conn))
 		return NULL;
 	return remote_last_result(conn);

@@ -15,7 +15,8 @@
  * transaction open, so a slow destination holds no lock on the source.  It
  * holds at most replicator.max_events_per_write events and ends at an
  * insert_events call boundary (ts changes there) unless one call alone is
- * larger.  Rows travel in binary COPY: values arrive exactly.
+ * larger.  Rows travel in binary COPY: values arrive exactly.  Each batch
+ * is one COPY, which the destination commits as one transaction.
  *
  *-------------------------------------------------------------------------
  */
@@ -57,6 +58,54 @@ static int	slotno;
 static ReplicaSlot *slot;
 static char *replica;			/* our destination's name */
 static char *appname;
+
+/*
+ * Saved plans of the worker's own queries, prepared once: a small batch
+ * should cost a wakeup, not three parses.  nspid is the schema they were
+ * prepared for.
+ */
+static Oid	plans_nspid = InvalidOid;
+static SPIPlanPtr config_plan = NULL;
+static SPIPlanPtr max_id_plan = NULL;
+static SPIPlanPtr batch_plan = NULL;
+
+static SPIPlanPtr
+keep_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+static void
+prepare_plans(Oid nspid)
+{
+	const char *nsp;
+	Oid			text_arg[1] = {TEXTOID};
+	Oid			range_args[2] = {INT8OID, INT8OID};
+
+	if (plans_nspid == nspid)
+		return;
+	if (config_plan)
+	{
+		SPI_freeplan(config_plan);
+		SPI_freeplan(max_id_plan);
+		SPI_freeplan(batch_plan);
+	}
+	nsp = quote_identifier(get_namespace_name(nspid));
+	config_plan = keep_plan("SELECT conninfo, require_password FROM replicator.replicas"
+							" WHERE name = $1 AND enabled AND invalid_reason IS NULL",
+							1, text_arg);
+	max_id_plan = keep_plan(psprintf("SELECT coalesce(max(id), 0) FROM %s.events", nsp), 0, NULL);
+	/* ids are gapless: the range (position, position + limit + 1] */
+	batch_plan = keep_plan(psprintf("SELECT id, ts, event FROM %s.events"
+									" WHERE id > $1 AND id <= $2 ORDER BY id", nsp),
+						   2, range_args);
+	plans_nspid = nspid;
+}
 
 /* What the catalog says about our destination. */
 typedef struct ReplicaConfig
@@ -166,16 +215,15 @@ read_config(void)
 {
 	ReplicaConfig config = {false, NULL, true, InvalidOid};
 	Oid			nspid = replicator_source_namespace();
-	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
 	bool		isnull;
 
+	/* checked first: a dropped extension never reaches a saved plan */
 	if (!OidIsValid(nspid))
 		return config;
+	prepare_plans(nspid);
 	args[0] = CStringGetTextDatum(replica);
-	if (SPI_execute_with_args("SELECT conninfo, require_password FROM replicator.replicas"
-							  " WHERE name = $1 AND enabled AND invalid_reason IS NULL",
-							  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(config_plan, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read replicator.replicas");
 	if (SPI_processed != 1)
 		return config;
@@ -229,13 +277,10 @@ record_destination(const char *identity)
  * Needs a local transaction.  Returns false if there is nothing new.
  */
 static bool
-read_batch(Oid nspid, int64 position, Batch *batch)
+read_batch(Oid nspid, int64 position, Batch *batch, PGconn *conn)
 {
 	int			limit = replicator_max_events_per_write;
-	char	   *sql;
-	SPIPlanPtr	plan;
 	Portal		portal;
-	Oid			argtypes[2] = {INT8OID, INT8OID};
 	Datum		args[2];
 	FmgrInfo	jsonb_send_info;
 	int			n = 0;
@@ -249,22 +294,16 @@ read_batch(Oid nspid, int64 position, Batch *batch)
 
 	fmgr_info(F_JSONB_SEND, &jsonb_send_info);
 
-	if (SPI_execute(psprintf("SELECT coalesce(max(id), 0) FROM %s.events",
-							 quote_identifier(get_namespace_name(nspid))), true, 0) != SPI_OK_SELECT)
+	prepare_plans(nspid);
+	if (SPI_execute_plan(max_id_plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read max(id) of events");
 	batch->source_max = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (batch->source_max <= position)
 		return false;
 
-	/* ids are gapless: the range (position, position + limit + 1] */
-	sql = psprintf("SELECT id, ts, event FROM %s.events WHERE id > $1 AND id <= $2 ORDER BY id",
-				   quote_identifier(get_namespace_name(nspid)));
-	plan = SPI_prepare(sql, 2, argtypes);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	args[0] = Int64GetDatum(position);
 	args[1] = Int64GetDatum(position + limit + 1);
-	portal = SPI_cursor_open(NULL, plan, args, NULL, true);
+	portal = SPI_cursor_open(NULL, batch_plan, args, NULL, true);
 
 	resetStringInfo(&batch->data);
 	appendBinaryStringInfo(&batch->data, copy_header, sizeof(copy_header) - 1);
@@ -273,6 +312,13 @@ read_batch(Oid nspid, int64 position, Batch *batch)
 
 	while (!have_next)
 	{
+		/*
+		 * The previous batch may still sit in libpq's buffer: send what the
+		 * socket takes now, without waiting, so the destination applies it
+		 * while we read this one.
+		 */
+		if (conn != NULL && PQflush(conn) >= 0)
+			(void) PQconsumeInput(conn);
 		SPI_cursor_fetch(portal, true, 256);
 		if (SPI_processed == 0)
 			break;
@@ -315,7 +361,6 @@ read_batch(Oid nspid, int64 position, Batch *batch)
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_cursor_close(portal);
-	SPI_freeplan(plan);
 
 	if (n == 0)
 		return false;
@@ -341,34 +386,18 @@ read_batch(Oid nspid, int64 position, Batch *batch)
 	return true;
 }
 
-/* Write one batch in one destination transaction.  NULL or the error. */
+/*
+ * Start writing a batch: one COPY, which is one destination transaction.
+ * The data is queued in libpq and sent as the socket allows; finish_batch()
+ * waits for the outcome.  NULL or the error.
+ */
 static char *
-write_batch(PGconn *conn, Batch *batch)
+start_batch(PGconn *conn, Batch *batch)
 {
 	PGresult   *res;
 
-	res = remote_exec(conn, "BEGIN; COPY events (id, ts, event) FROM STDIN (FORMAT binary)", 0, NULL);
+	res = remote_exec(conn, "COPY events (id, ts, event) FROM STDIN (FORMAT binary)", 0, NULL);
 	if (res == NULL || PQresultStatus(res) != PGRES_COPY_IN)
-		goto fail;
-	PQclear(res);
-
-	for (int off = 0; off < batch->data.len; off += COPY_CHUNK_BYTES)
-		if (!remote_put_copy(conn, batch->data.data + off,
-							 Min(COPY_CHUNK_BYTES, batch->data.len - off)))
-			return remote_error(conn, NULL);
-
-	res = remote_end_copy(conn);
-	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
-		goto fail;
-	PQclear(res);
-
-	res = remote_exec(conn, "COMMIT", 0, NULL);
-	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
-		goto fail;
-	PQclear(res);
-	return NULL;
-
-fail:
 	{
 		char	   *error = remote_error(conn, res);
 
@@ -376,15 +405,71 @@ fail:
 			PQclear(res);
 		return error;
 	}
+	PQclear(res);
+
+	for (int off = 0; off < batch->data.len; off += COPY_CHUNK_BYTES)
+		if (!remote_queue_copy(conn, batch->data.data + off,
+							   Min(COPY_CHUNK_BYTES, batch->data.len - off)))
+			return remote_error(conn, NULL);
+	if (!remote_queue_copy_end(conn))
+		return remote_error(conn, NULL);
+	return NULL;
 }
 
-/* Stream until the connection fails; returns the error. */
+/* Wait until the batch under way is committed.  NULL or the error. */
+static char *
+finish_batch(PGconn *conn)
+{
+	PGresult   *res = remote_flush_and_result(conn);
+	char	   *error = NULL;
+
+	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+		error = remote_error(conn, res);
+	if (res)
+		PQclear(res);
+	return error;
+}
+
+/*
+ * Session settings on the destination.  synchronous_commit may be off there
+ * (the default, as for logical replication's apply): the position is the
+ * destination's own max(id), in the same WAL as the rows, so commits that a
+ * destination crash loses are simply sent again.
+ */
+static char *
+set_destination_session(PGconn *conn)
+{
+	const char *values[1] = {replicator_destination_synchronous_commit};
+	PGresult   *res = remote_exec(conn, "SELECT pg_catalog.set_config('synchronous_commit', $1, false)",
+								  1, values);
+	char	   *error = NULL;
+
+	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
+		error = remote_error(conn, res);
+	if (res)
+		PQclear(res);
+	return error;
+}
+
+/*
+ * Stream until the connection fails; returns the error.
+ *
+ * Pipelined: while the destination applies one batch, the next is read
+ * here.  The read happens in a short local transaction, and the wait for
+ * the destination only after it, so no local lock is held while waiting.
+ * A batch read ahead of one that then fails is dropped: the caller
+ * reconnects and reads the position again.
+ */
 static char *
 stream(PGconn *conn, Oid nspid, int64 position)
 {
 	MemoryContext conn_cxt = CurrentMemoryContext;
 	MemoryContext batch_cxt = AllocSetContextCreate(conn_cxt, "replicator batch",
 													ALLOCSET_DEFAULT_SIZES);
+	bool		in_flight = false;
+	int64		flying_last = 0;
+	int			flying_count = 0;
+	int			flying_bytes = 0;
 
 	for (;;)
 	{
@@ -416,10 +501,27 @@ stream(PGconn *conn, Oid nspid, int64 position)
 			stop_streaming("replica dropped, paused or invalid, or extension dropped");
 		}
 		old = MemoryContextSwitchTo(batch_cxt);
-		have_batch = read_batch(nspid, position, &batch);
+		have_batch = read_batch(nspid, in_flight ? flying_last : position, &batch,
+								in_flight ? conn : NULL);
 		MemoryContextSwitchTo(old);
 		end_local();
 		MemoryContextSwitchTo(batch_cxt);
+
+		if (in_flight)
+		{
+			error = finish_batch(conn);
+			if (error)
+				return error;
+			in_flight = false;
+			position = flying_last;
+			LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+			slot->position = position;
+			slot->events_sent += flying_count;
+			slot->bytes_sent += flying_bytes;
+			slot->last_contact = GetCurrentTimestamp();
+			slot->failed_starts = 0;
+			LWLockRelease(ReplicatorState->lock);
+		}
 
 		if (!have_batch)
 		{
@@ -430,18 +532,13 @@ stream(PGconn *conn, Oid nspid, int64 position)
 		}
 
 		report(batch.source_max - batch.last_id > 0 ? REPLICA_CATCHING_UP : REPLICA_STREAMING);
-		error = write_batch(conn, &batch);
+		error = start_batch(conn, &batch);
 		if (error)
 			return error;
-
-		position = batch.last_id;
-		LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
-		slot->position = position;
-		slot->events_sent += batch.count;
-		slot->bytes_sent += batch.data.len;
-		slot->last_contact = GetCurrentTimestamp();
-		slot->failed_starts = 0;
-		LWLockRelease(ReplicatorState->lock);
+		in_flight = true;
+		flying_last = batch.last_id;
+		flying_count = batch.count;
+		flying_bytes = batch.data.len;
 	}
 }
 
@@ -547,7 +644,9 @@ replicator_stream_main(Datum arg)
 			slot->last_contact = GetCurrentTimestamp();
 			LWLockRelease(ReplicatorState->lock);
 			attempt = 0;
-			error = stream(conn, config.nspid, info.max_id);
+			error = set_destination_session(conn);
+			if (error == NULL)
+				error = stream(conn, config.nspid, info.max_id);
 		}
 		PQfinish(conn);
 		report_error(error);

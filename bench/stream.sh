@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Streaming benchmark, one run on this machine, four local servers:
+#   - catch-up of 1,000,000 events (~500 bytes of JSON each) to one
+#     destination and to three;
+#   - on the same data, the physical limit: a raw binary COPY TO | COPY FROM
+#     pipe between the same servers;
+#   - built-in logical replication catching up the same inserts from its slot
+#     (subscription disabled while loading, then enabled);
+#   - commit-to-visible latency p50/p99 at about 500 events/s, for replicator
+#     and logical replication on the same stream at once.
+# Usage: bench/stream.sh [events]   (default 1000000)
+set -euo pipefail
+source "$(dirname "$0")/../scripts/lib.sh"
+
+EVENTS=${1:-1000000}
+CALL=1000
+BASE=/tmp/replicator-bench-stream
+SRC=55501 D1=55502 D2=55503 D3=55504
+CONF=("shared_buffers = 1GB" "max_wal_size = 8GB" "checkpoint_timeout = 30min")
+
+ensure_packages
+build_and_install
+
+cleanup() { for p in $SRC $D1 $D2 $D3; do stop_pg "$BASE/$p"; done; }
+trap cleanup EXIT
+start_pg "$BASE/$SRC" $SRC "${CONF[@]}" "wal_level = logical" "max_worker_processes = 16"
+for p in $D1 $D2 $D3; do start_pg "$BASE/$p" "$p" "${CONF[@]}"; done
+
+q() { local port=$1 db=$2; shift 2; as_pg psql -X -q -At -h /tmp -p "$port" -d "$db" -v ON_ERROR_STOP=1 "$@"; }
+now() { date +%s.%N; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+conn() { echo "host=/tmp port=$1 dbname=$2"; }
+
+EVENT="jsonb_build_object('entityName', 'Person', 'entityId', md5(random()::text), 'operation', 'updated', 'propertyName', 'address', 'value', jsonb_build_object('street', repeat('s', 40), 'city', 'Springfield', 'zip', '12345', 'phone', '+1 555 0100', 'email', md5(random()::text) || '@example.com'), 'metadata', jsonb_build_object('command', 'ChangeAddress', 'initiator', md5(random()::text), 'note', repeat('n', 180)), 'k', k)"
+SLATE_TABLE="CREATE TABLE events (id bigint PRIMARY KEY, ts timestamptz NOT NULL, event jsonb NOT NULL);
+CREATE INDEX ON events (ts);
+CREATE INDEX ON events ((event #>> '{entityName}'));
+CREATE INDEX ON events ((event #>> '{operation}'));
+CREATE INDEX ON events ((event #>> '{propertyName}'));
+CREATE INDEX ON events ((event #>> '{entityId}'));
+CREATE INDEX ON events ((event #>> '{metadata,command}'));"
+
+q $SRC postgres -c "CREATE EXTENSION replicator" -c "CREATE PUBLICATION bench FOR TABLE events"
+for db in one three lr raw; do q $D1 postgres -c "CREATE DATABASE $db"; done
+for p in $D2 $D3; do q "$p" postgres -c "CREATE DATABASE three"; done
+q $D1 lr -c "$SLATE_TABLE" -c "CREATE SUBSCRIPTION bench CONNECTION '$(conn $SRC postgres)' PUBLICATION bench WITH (copy_data = false)" -c "ALTER SUBSCRIPTION bench DISABLE"
+q $D1 raw -c "$SLATE_TABLE"
+
+log "loading $EVENTS events in calls of $CALL"
+script=$(as_pg mktemp /tmp/replicator-bench-load.XXXXXX)
+echo "SELECT insert_events(ARRAY(SELECT $EVENT FROM generate_series(1, $CALL) k));" | as_pg tee "$script" >/dev/null
+t0=$(now)
+as_pg pgbench -h /tmp -p $SRC -n -c 1 -t $((EVENTS / CALL)) -f "$script" postgres >/dev/null
+load_s=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
+size=$(q $SRC postgres -c "SELECT pg_size_pretty(sum(pg_column_size(event))) FROM events")
+echo "loaded in ${load_s}s ($size of JSON)"
+q $SRC postgres -c "CHECKPOINT"
+
+log "replicator: catch-up to one destination"
+t0=$(now)
+q $SRC postgres -c "SELECT replicator.add_replica('one', '$(conn $D1 one)')"
+[ "$(q $SRC postgres -c "SELECT replicator.wait_for_replica('one', '30 min')")" = t ]
+one_s=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
+q $SRC postgres -c "SELECT replicator.pause_replica('one')"
+
+log "raw COPY pipe (binary) between the same servers"
+t0=$(now)
+as_pg psql -X -h /tmp -p $SRC -d postgres -c "COPY (SELECT id, ts, event FROM events ORDER BY id) TO STDOUT (FORMAT binary)" |
+	as_pg psql -X -q -h /tmp -p $D1 -d raw -c "COPY events FROM STDIN (FORMAT binary)"
+raw_s=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
+
+log "built-in logical replication: catch-up from its slot"
+t0=$(now)
+q $D1 lr -c "ALTER SUBSCRIPTION bench ENABLE"
+until [ "$(q $D1 lr -c "SELECT coalesce(max(id), 0) FROM events")" -ge "$EVENTS" ]; do sleep 0.05; done
+lr_s=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
+
+log "replicator: catch-up to three destinations (three servers)"
+t0=$(now)
+q $SRC postgres -c "SELECT replicator.add_replica('three_1', '$(conn $D1 three)')" \
+	-c "SELECT replicator.add_replica('three_2', '$(conn $D2 three)')" \
+	-c "SELECT replicator.add_replica('three_3', '$(conn $D3 three)')"
+for r in three_1 three_2 three_3; do
+	[ "$(q $SRC postgres -c "SELECT replicator.wait_for_replica('$r', '30 min')")" = t ]
+done
+three_s=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
+for r in three_1 three_2 three_3; do q $SRC postgres -c "SELECT replicator.pause_replica('$r')"; done
+
+log "commit-to-visible latency at ~500 events/s (replicator and logical replication together)"
+q $SRC postgres -c "SELECT replicator.resume_replica('one')"
+[ "$(q $SRC postgres -c "SELECT replicator.wait_for_replica('one', '30 min')")" = t ]
+for db in one lr; do
+	q $D1 $db -c "CREATE TABLE arrivals (id bigint, at timestamptz)" \
+		-c "CREATE FUNCTION arrived() RETURNS trigger LANGUAGE plpgsql AS \$\$ BEGIN INSERT INTO public.arrivals VALUES (NEW.id, clock_timestamp()); RETURN NULL; END \$\$" \
+		-c "CREATE TRIGGER arrived AFTER INSERT ON events FOR EACH ROW EXECUTE FUNCTION arrived()" \
+		-c "ALTER TABLE events ENABLE ALWAYS TRIGGER arrived"
+done
+start_id=$(q $SRC postgres -c "SELECT max(id) FROM events")
+echo "SELECT insert_events(ARRAY[$EVENT]) FROM (SELECT 1 AS k) s;" | as_pg tee "$script" >/dev/null
+as_pg pgbench -h /tmp -p $SRC -n -c 2 -j 2 -R 500 -T 20 -f "$script" postgres >/dev/null
+[ "$(q $SRC postgres -c "SELECT replicator.wait_for_replica('one', '5 min')")" = t ]
+end_id=$(q $SRC postgres -c "SELECT max(id) FROM events")
+until [ "$(q $D1 lr -c "SELECT coalesce(max(id), 0) FROM events")" -ge "$end_id" ]; do sleep 0.05; done
+# ts is taken just before the inserting transaction commits: the latency
+# below includes that commit's flush, the same for both.
+lat() {
+	q $D1 "$1" -c "SELECT round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms))::numeric, 1) || ' ' ||
+	                    round((percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::numeric, 1)
+	               FROM (SELECT extract(epoch FROM a.at - e.ts) * 1000 AS ms
+	                     FROM arrivals a JOIN events e USING (id) WHERE id > $start_id) s"
+}
+read -r ours_p50 ours_p99 <<<"$(lat one)"
+read -r lr_p50 lr_p99 <<<"$(lat lr)"
+as_root rm -f "$script"
+
+rate() { awk -v n="$EVENTS" -v s="$1" 'BEGIN { printf "%.0f", n / s }'; }
+echo
+echo "== $EVENTS events, $size of JSON; load took ${load_s}s"
+printf '%-46s %9s %12s\n' "" seconds events/s
+printf '%-46s %9s %12s\n' "replicator catch-up, 1 destination" "$one_s" "$(rate "$one_s")"
+printf '%-46s %9s %12s\n' "replicator catch-up, 3 destinations" "$three_s" "$(rate "$three_s")"
+printf '%-46s %9s %12s\n' "raw binary COPY | COPY pipe" "$raw_s" "$(rate "$raw_s")"
+printf '%-46s %9s %12s\n' "logical replication catch-up" "$lr_s" "$(rate "$lr_s")"
+echo
+echo "replicator / raw COPY pipe (speed):        $(ratio "$raw_s" "$one_s")   (goal >= 0.8)"
+echo "replicator / logical replication (speed):  $(ratio "$lr_s" "$one_s")   (goal >= 2)"
+echo "3 destinations / 1 destination (time):     $(ratio "$three_s" "$one_s")   (goal <= 1.5)"
+echo
+printf '%-46s %9s %9s\n' "commit-to-visible latency at ~500 events/s" "p50 ms" "p99 ms"
+printf '%-46s %9s %9s\n' "replicator" "$ours_p50" "$ours_p99"
+printf '%-46s %9s %9s\n' "logical replication" "$lr_p50" "$lr_p99"
