@@ -1,26 +1,40 @@
 #!/usr/bin/env bash
-# The demo command: installs what is missing, builds, installs, starts a
-# local server with the extension and shows it working.  The server is
-# stopped at the end; KEEP=1 leaves it running (port 5499, socket in /tmp).
+# The demo command: installs what is missing, builds, installs, then starts a
+# source server and two destination servers on this machine, inserts events
+# and shows them streaming (replica_status as they catch up), a destination
+# crash and its recovery, and the copies compared.  The servers are stopped
+# at the end; KEEP=1 leaves them running (ports 5499, 5500, 5501).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-DIR=/tmp/replicator-demo
-PORT=5499
+BASE=/tmp/replicator-demo
+SRC=5499 DST1=5500 DST2=5501
 
 ensure_packages
 build_and_install
-log "starting a server in $DIR on port $PORT"
-start_pg "$DIR" "$PORT"
-[ "${KEEP:-0}" = 1 ] || trap 'log "stopping the demo server"; stop_pg "$DIR"' EXIT
 
-demo_sql() { as_pg psql -X -h /tmp -p "$PORT" -d postgres --echo-queries "$@"; }
+log "starting a source (port $SRC) and two destinations (ports $DST1, $DST2) in $BASE"
+start_pg "$BASE/source" $SRC
+start_pg "$BASE/dest1" $DST1
+start_pg "$BASE/dest2" $DST2
+stop_all() {
+	log "stopping the demo servers"
+	for s in source dest1 dest2; do stop_pg "$BASE/$s"; done
+}
+[ "${KEEP:-0}" = 1 ] || trap stop_all EXIT
+
+src() { as_pg psql -X -h /tmp -p $SRC -d postgres --echo-queries "$@"; }
+quiet() { as_pg psql -X -q -At -h /tmp -p "$1" -d postgres -c "$2"; }
+status() {
+	as_pg psql -X -q -h /tmp -p $SRC -d postgres -c \
+		"SELECT name, state, position, source_max_id, lag_events, lag, events_sent, last_error FROM replicator.replica_status ORDER BY name"
+}
 
 log "the event source"
-demo_sql -v ON_ERROR_STOP=1 <<'SQL'
+src -v ON_ERROR_STOP=1 <<'SQL'
 CREATE EXTENSION replicator;
 -- the safe form: one event per array element; returns the ids it assigned
-SELECT first_id, last_id FROM insert_events(ARRAY[
+SELECT * FROM insert_events(ARRAY[
   '{"entityName": "Person", "entityId": "p1", "operation": "created"}',
   '{"entityName": "Person", "entityId": "p1", "operation": "updated", "propertyName": "name", "value": "Ada"}'
 ]::jsonb[]);
@@ -30,20 +44,43 @@ SELECT id, ts, event FROM events ORDER BY id;
 SQL
 
 log "events are immutable and ids gapless"
-demo_sql <<'SQL'
+src <<'SQL'
 UPDATE events SET event = '{}' WHERE id = 1;
-INSERT INTO events VALUES (99, now(), '{}');
 BEGIN;
 SELECT last_id FROM insert_events(ARRAY['{"rolled": "back"}']::jsonb[]);
 ROLLBACK;
 SELECT last_id FROM insert_events(ARRAY['{"after": "rollback"}']::jsonb[]);
-SELECT count(*) AS events, max(id) AS max_id FROM events;
 SQL
 
-log "listeners hear of every event on channel eventsinsert"
-demo_sql <<'SQL'
-LISTEN eventsinsert;
-SELECT last_id FROM insert_events(ARRAY['{"entityName": "Person", "entityId": "p3", "operation": "created"}']::jsonb[]);
+log "two destinations; each worker creates the events table there"
+src -v ON_ERROR_STOP=1 <<SQL
+SELECT replicator.add_replica('reporting', 'host=/tmp port=$DST1 dbname=postgres');
+SELECT replicator.add_replica('failover', 'host=127.0.0.1 port=$DST2 dbname=postgres');
 SQL
-[ "${KEEP:-0}" = 1 ] && log "server left running: psql -h /tmp -p $PORT postgres; stop with: runuser -u $PG_USER -- $PG_BINDIR/pg_ctl -D $DIR stop"
+
+log "100,000 more events in 100 calls; replica_status while they catch up"
+quiet $SRC "SELECT insert_events(ARRAY(SELECT jsonb_build_object('entityName', 'Person', 'entityId', 'p' || c, 'operation', 'updated', 'k', k) FROM generate_series(1, 1000) k)) FROM generate_series(1, 100) c" >/dev/null
+for _ in 1 2 3; do status; sleep 0.2; done
+quiet $SRC "SELECT replicator.wait_for_replica('reporting', '2 min') AND replicator.wait_for_replica('failover', '2 min')" >/dev/null
+status
+
+log "the failover destination crashes (immediate stop) while events keep coming"
+as_pg pg_ctl -D "$BASE/dest2" -m immediate -w stop >/dev/null
+quiet $SRC "SELECT insert_events(ARRAY(SELECT jsonb_build_object('during', 'outage', 'k', k) FROM generate_series(1, 5000) k))" >/dev/null
+quiet $SRC "SELECT replicator.wait_for_replica('reporting', '1 min')" >/dev/null
+status
+log "it comes back and catches up by itself"
+as_pg pg_ctl -D "$BASE/dest2" -l "$BASE/dest2/server.log" -w start >/dev/null
+quiet $SRC "SELECT replicator.wait_for_replica('failover', '2 min')" >/dev/null
+status
+
+log "the copies, compared row by row (id, ts to the microsecond, event)"
+digest="SELECT count(*) || ' events, digest ' || md5(string_agg(id || ' ' || (extract(epoch FROM ts) * 1000000)::bigint || ' ' || event::text, ',' ORDER BY id)) FROM events"
+echo "source:    $(quiet $SRC "$digest")"
+echo "reporting: $(quiet $DST1 "$digest")"
+echo "failover:  $(quiet $DST2 "$digest")"
+
+log "the workers, as pg_stat_activity shows them"
+src -c "SELECT pid, backend_type, application_name FROM pg_stat_activity WHERE backend_type LIKE 'replicator%' ORDER BY 2, 3"
+[ "${KEEP:-0}" = 1 ] && log "servers left running: psql -h /tmp -p $SRC postgres (destinations: ports $DST1, $DST2)"
 exit 0

@@ -66,7 +66,6 @@ static char *appname;
  */
 static Oid	plans_nspid = InvalidOid;
 static SPIPlanPtr config_plan = NULL;
-static SPIPlanPtr max_id_plan = NULL;
 static SPIPlanPtr batch_plan = NULL;
 
 static SPIPlanPtr
@@ -92,14 +91,12 @@ prepare_plans(Oid nspid)
 	if (config_plan)
 	{
 		SPI_freeplan(config_plan);
-		SPI_freeplan(max_id_plan);
 		SPI_freeplan(batch_plan);
 	}
 	nsp = quote_identifier(get_namespace_name(nspid));
 	config_plan = keep_plan("SELECT conninfo, require_password FROM replicator.replicas"
 							" WHERE name = $1 AND enabled AND invalid_reason IS NULL",
 							1, text_arg);
-	max_id_plan = keep_plan(psprintf("SELECT coalesce(max(id), 0) FROM %s.events", nsp), 0, NULL);
 	/* ids are gapless: the range (position, position + limit + 1] */
 	batch_plan = keep_plan(psprintf("SELECT id, ts, event FROM %s.events"
 									" WHERE id > $1 AND id <= $2 ORDER BY id", nsp),
@@ -122,7 +119,7 @@ typedef struct Batch
 	int64		first_id;
 	int64		last_id;
 	int			count;
-	int64		source_max;
+	bool		more;			/* events beyond this batch were seen */
 } Batch;
 
 static void
@@ -295,12 +292,6 @@ read_batch(Oid nspid, int64 position, Batch *batch, PGconn *conn)
 	fmgr_info(F_JSONB_SEND, &jsonb_send_info);
 
 	prepare_plans(nspid);
-	if (SPI_execute_plan(max_id_plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read max(id) of events");
-	batch->source_max = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	if (batch->source_max <= position)
-		return false;
-
 	args[0] = Int64GetDatum(position);
 	args[1] = Int64GetDatum(position + limit + 1);
 	portal = SPI_cursor_open(NULL, batch_plan, args, NULL, true);
@@ -383,6 +374,7 @@ read_batch(Oid nspid, int64 position, Batch *batch, PGconn *conn)
 	batch->first_id = ids[0];
 	batch->last_id = ids[keep - 1];
 	batch->count = keep;
+	batch->more = have_next;
 	return true;
 }
 
@@ -467,6 +459,7 @@ stream(PGconn *conn, Oid nspid, int64 position)
 	MemoryContext batch_cxt = AllocSetContextCreate(conn_cxt, "replicator batch",
 													ALLOCSET_DEFAULT_SIZES);
 	bool		in_flight = false;
+	TimestampTz last_config_check = GetCurrentTimestamp();
 	int64		flying_last = 0;
 	int			flying_count = 0;
 	int			flying_bytes = 0;
@@ -494,11 +487,26 @@ stream(PGconn *conn, Oid nspid, int64 position)
 		/* the latch is reset before reading, so no commit goes unnoticed */
 		ResetLatch(MyLatch);
 		begin_local();
-		config = read_config();
-		if (!config.exists)
+
+		/*
+		 * The launcher stops a worker whose replica is dropped or paused;
+		 * reading the catalog here is the backstop, once per poll_interval.
+		 */
+		if (!OidIsValid(replicator_source_namespace()))
 		{
 			end_local();
-			stop_streaming("replica dropped, paused or invalid, or extension dropped");
+			stop_streaming("the extension was dropped");
+		}
+		if (TimestampDifferenceExceeds(last_config_check, GetCurrentTimestamp(),
+									   replicator_poll_interval))
+		{
+			config = read_config();
+			if (!config.exists)
+			{
+				end_local();
+				stop_streaming("replica dropped, paused or invalid");
+			}
+			last_config_check = GetCurrentTimestamp();
 		}
 		old = MemoryContextSwitchTo(batch_cxt);
 		have_batch = read_batch(nspid, in_flight ? flying_last : position, &batch,
@@ -531,7 +539,7 @@ stream(PGconn *conn, Oid nspid, int64 position)
 			continue;
 		}
 
-		report(batch.source_max - batch.last_id > 0 ? REPLICA_CATCHING_UP : REPLICA_STREAMING);
+		report(batch.more ? REPLICA_CATCHING_UP : REPLICA_STREAMING);
 		error = start_batch(conn, &batch);
 		if (error)
 			return error;
