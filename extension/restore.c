@@ -107,22 +107,25 @@ restore_from(PGconn *conn, Oid nspid, int64 *remote_count)
 	char	   *identity = source_identity();
 	int64		copied;
 
-	res = remote_row(conn,
-					 "SELECT coalesce((SELECT system_identifier::text FROM pg_catalog.pg_control_system()"
-					 "  WHERE pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')), '?')"
-					 " || '/' || pg_catalog.current_setting('port') || '/' || pg_catalog.current_database(),"
-					 " (SELECT pg_catalog.string_agg(attname || ' ' || pg_catalog.format_type(atttypid, atttypmod), ', ' ORDER BY attnum)"
-					 "  FROM pg_catalog.pg_attribute WHERE attrelid = pg_catalog.to_regclass('events') AND attnum > 0 AND NOT attisdropped)",
-					 "read the remote's identity");
-	if (strcmp(PQgetvalue(res, 0, 0), identity) == 0)
+	{
+		char	   *error = NULL;
+		char	   *remote = remote_identity(conn, &error);
+
+		if (remote == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("restore_events: could not read the remote's identity: %s", error)));
+		if (strcmp(remote, identity) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("restore_events: the remote database is this database (%s)", identity)));
+	}
+	res = remote_row(conn, "SELECT " EVENTS_COLUMNS_SQL, "read the remote's events table");
+	if (strcmp(PQgetvalue(res, 0, 0), EVENTS_COLUMNS) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("restore_events: the remote database is this database (%s)", identity)));
-	if (strcmp(PQgetvalue(res, 0, 1), "id bigint, ts timestamp with time zone, event jsonb") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("restore_events: the remote has no events table of (id bigint, ts timestamp with time zone, event jsonb)"),
-				 errdetail("Its events table has columns (%s).", PQgetvalue(res, 0, 1))));
+				 errmsg("restore_events: the remote has no events table of (" EVENTS_COLUMNS ")"),
+				 errdetail("Its events table has columns (%s).", PQgetvalue(res, 0, 0))));
 	PQclear(res);
 
 	res = remote_row(conn, "SELECT count(*), coalesce(max(id), 0) FROM events", "count the remote's events");

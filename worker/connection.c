@@ -244,6 +244,22 @@ remote_last_result(PGconn *conn)
 }
 
 /*
+ * NULL if res has the expected status, else the error; clears res either
+ * way (res NULL: the connection broke).
+ */
+char *
+remote_expect(PGconn *conn, PGresult *res, ExecStatusType expected)
+{
+	char	   *error = NULL;
+
+	if (res == NULL || PQresultStatus(res) != expected)
+		error = remote_error(conn, res);
+	if (res)
+		PQclear(res);
+	return error;
+}
+
+/*
  * The reason for a failure, one line, palloc'd.  libpq's messages name host,
  * port and user but never the password.
  */
@@ -265,7 +281,7 @@ remote_error(PGconn *conn, PGresult *res)
 	while (len > 0 && (copy[len - 1] == '\n' || copy[len - 1] == ' '))
 		copy[--len] = '\0';
 	for (char *p = copy; *p; p++)
-		if (*p == '\n')
+		if (*p == '\n' || *p == '\t')
 			*p = ' ';
 	return copy;
 }

@@ -44,6 +44,30 @@ source_identity(void)
 					get_database_name(MyDatabaseId));
 }
 
+/* system identifier/port/database as the remote server reports itself */
+char *
+remote_identity(PGconn *conn, char **error)
+{
+	/* pg_control_system() may be denied: then port and name alone */
+	PGresult   *res = remote_exec(conn,
+								  "SELECT coalesce((SELECT system_identifier::text FROM pg_catalog.pg_control_system()"
+								  "  WHERE pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')), '?')"
+								  " || '/' || pg_catalog.current_setting('port') || '/' || pg_catalog.current_database()",
+								  0, NULL);
+	char	   *identity;
+
+	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+	{
+		*error = remote_error(conn, res);
+		if (res)
+			PQclear(res);
+		return NULL;
+	}
+	identity = pstrdup(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return identity;
+}
+
 static char *
 spi_text(int row, int col)
 {
@@ -188,16 +212,13 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 	memset(info, 0, sizeof(DestinationInfo));
 	info->max_id = -1;
 
-	/* who is it?  pg_control_system() may be denied: then port and name */
-	res = query_row(conn,
-					"SELECT coalesce((SELECT system_identifier::text FROM pg_catalog.pg_control_system()"
-					"  WHERE pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')), '?')"
-					" || '/' || pg_catalog.current_setting('port') || '/' || pg_catalog.current_database()",
-					0, NULL, &checks, "identity");
-	if (res == NULL)
-		return checks;
-	info->identity = pstrdup(PQgetvalue(res, 0, 0));
-	PQclear(res);
+	{
+		char	   *error = NULL;
+
+		info->identity = remote_identity(conn, &error);
+		if (info->identity == NULL)
+			return add_check(checks, "identity", false, error);
+	}
 
 	if (strcmp(info->identity, facts->identity) == 0)
 		return add_check(checks, "not the source", false,
@@ -242,9 +263,7 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 
 	/* the events table: slate's columns, id its primary key */
 	res = query_row(conn,
-					"SELECT pg_catalog.to_regclass('events') IS NOT NULL,"
-					" (SELECT pg_catalog.string_agg(attname || ' ' || pg_catalog.format_type(atttypid, atttypmod), ', ' ORDER BY attnum)"
-					"  FROM pg_catalog.pg_attribute WHERE attrelid = pg_catalog.to_regclass('events') AND attnum > 0 AND NOT attisdropped),"
+					"SELECT pg_catalog.to_regclass('events') IS NOT NULL, " EVENTS_COLUMNS_SQL ","
 					" EXISTS (SELECT FROM pg_catalog.pg_index i WHERE i.indrelid = pg_catalog.to_regclass('events')"
 					"  AND i.indisprimary AND i.indkey::text = '1')",
 					0, NULL, &checks, "events table");
@@ -273,7 +292,7 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 		const char *columns = PQgetvalue(res, 0, 1);
 		bool		pk = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
 
-		if (strcmp(columns, "id bigint, ts timestamp with time zone, event jsonb") != 0 || !pk)
+		if (strcmp(columns, EVENTS_COLUMNS) != 0 || !pk)
 		{
 			checks = add_check(checks, "events table", false,
 							   psprintf("table events has columns (%s)%s; it must be (id bigint primary key, ts timestamp with time zone, event jsonb)",

@@ -386,18 +386,11 @@ read_batch(Oid nspid, int64 position, Batch *batch, PGconn *conn)
 static char *
 start_batch(PGconn *conn, Batch *batch)
 {
-	PGresult   *res;
+	char	   *error = remote_expect(conn, remote_exec(conn, "COPY events (id, ts, event) FROM STDIN (FORMAT binary)", 0, NULL),
+									  PGRES_COPY_IN);
 
-	res = remote_exec(conn, "COPY events (id, ts, event) FROM STDIN (FORMAT binary)", 0, NULL);
-	if (res == NULL || PQresultStatus(res) != PGRES_COPY_IN)
-	{
-		char	   *error = remote_error(conn, res);
-
-		if (res)
-			PQclear(res);
+	if (error)
 		return error;
-	}
-	PQclear(res);
 
 	for (int off = 0; off < batch->data.len; off += COPY_CHUNK_BYTES)
 		if (!remote_queue_copy(conn, batch->data.data + off,
@@ -412,14 +405,7 @@ start_batch(PGconn *conn, Batch *batch)
 static char *
 finish_batch(PGconn *conn)
 {
-	PGresult   *res = remote_flush_and_result(conn);
-	char	   *error = NULL;
-
-	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
-		error = remote_error(conn, res);
-	if (res)
-		PQclear(res);
-	return error;
+	return remote_expect(conn, remote_flush_and_result(conn), PGRES_COMMAND_OK);
 }
 
 /*
@@ -432,15 +418,11 @@ static char *
 set_destination_session(PGconn *conn)
 {
 	const char *values[1] = {replicator_destination_synchronous_commit};
-	PGresult   *res = remote_exec(conn, "SELECT pg_catalog.set_config('synchronous_commit', $1, false)",
-								  1, values);
-	char	   *error = NULL;
 
-	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
-		error = remote_error(conn, res);
-	if (res)
-		PQclear(res);
-	return error;
+	return remote_expect(conn,
+						 remote_exec(conn, "SELECT pg_catalog.set_config('synchronous_commit', $1, false)",
+									 1, values),
+						 PGRES_TUPLES_OK);
 }
 
 /*

@@ -105,6 +105,7 @@ extern int	remote_get_copy(PGconn *conn, char **buf);
 extern PGresult *remote_last_result(PGconn *conn);
 extern void conninfo_append(StringInfo buf, const char *keyword, const char *value);
 extern char *remote_error(PGconn *conn, PGresult *res);
+extern char *remote_expect(PGconn *conn, PGresult *res, ExecStatusType expected);
 extern char *mask_conninfo(const char *conninfo, char **error);
 extern char *conninfo_password(const char *conninfo);
 
@@ -143,5 +144,12 @@ extern List *check_destination(PGconn *conn, SourceFacts *facts, bool create_tab
 extern bool first_event_matches(PGconn *conn, SourceFacts *facts, char **detail);
 extern char *first_failure(List *checks);
 extern char *source_identity(void);
+extern char *remote_identity(PGconn *conn, char **error);
+
+/* slate's events table, as format_type() names its columns */
+#define EVENTS_COLUMNS "id bigint, ts timestamp with time zone, event jsonb"
+#define EVENTS_COLUMNS_SQL \
+	"(SELECT pg_catalog.string_agg(attname || ' ' || pg_catalog.format_type(atttypid, atttypmod), ', ' ORDER BY attnum)" \
+	" FROM pg_catalog.pg_attribute WHERE attrelid = pg_catalog.to_regclass('events') AND attnum > 0 AND NOT attisdropped)"
 
 #endif							/* REPLICATOR_WORKER_H */
