@@ -23,3 +23,6 @@ EXTRA_CLEAN = tmp_check_regress
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# Every file shares these (shared memory layout above all): rebuild on change.
+$(OBJS): extension/replicator.h worker/worker.h

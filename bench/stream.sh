@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Streaming benchmark, one run on this machine, four local servers:
-#   - catch-up of 1,000,000 events (~500 bytes of JSON each) to one
-#     destination and to three;
+#   - catch-up of 1,000,000 person events (~540 bytes of JSON each, made by
+#     bench/load_person_data.sh) to one destination and to three;
 #   - on the same data, the physical limit: a raw binary COPY TO | COPY FROM
 #     pipe between the same servers;
 #   - built-in logical replication catching up the same inserts from its slot
 #     (subscription disabled while loading, then enabled);
-#   - commit-to-visible latency p50/p99 at about 500 events/s, for replicator
-#     and logical replication on the same stream at once.
+#   - commit-to-visible latency p50/p99 at about 500 events/s of small events
+#     (bench/load_perf_data.sh), for replicator and logical replication on
+#     the same stream at once.
+# Finally replicator.diff checks each destination against the source.
 # Usage: bench/stream.sh [events]   (default 1000000)
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
@@ -31,7 +33,6 @@ now() { date +%s.%N; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 conn() { echo "host=/tmp port=$1 dbname=$2"; }
 
-EVENT="jsonb_build_object('entityName', 'Person', 'entityId', md5(random()::text), 'operation', 'updated', 'propertyName', 'address', 'value', jsonb_build_object('street', repeat('s', 40), 'city', 'Springfield', 'zip', '12345', 'phone', '+1 555 0100', 'email', md5(random()::text) || '@example.com'), 'metadata', jsonb_build_object('command', 'ChangeAddress', 'initiator', md5(random()::text), 'note', repeat('n', 180)), 'k', k)"
 SLATE_TABLE="CREATE TABLE events (id bigint PRIMARY KEY, ts timestamptz NOT NULL, event jsonb NOT NULL);
 CREATE INDEX ON events (ts);
 CREATE INDEX ON events ((event #>> '{entityName}'));
@@ -46,11 +47,9 @@ for p in $D2 $D3; do q "$p" postgres -c "CREATE DATABASE three"; done
 q $D1 lr -c "$SLATE_TABLE" -c "CREATE SUBSCRIPTION bench CONNECTION '$(conn $SRC postgres)' PUBLICATION bench WITH (copy_data = false)" -c "ALTER SUBSCRIPTION bench DISABLE"
 q $D1 raw -c "$SLATE_TABLE"
 
-log "loading $EVENTS events in calls of $CALL"
-script=$(as_pg mktemp /tmp/replicator-bench-load.XXXXXX)
-echo "SELECT insert_events(ARRAY(SELECT $EVENT FROM generate_series(1, $CALL) k));" | as_pg tee "$script" >/dev/null
+log "loading $EVENTS person events in calls of $CALL (bench/load_person_data.sh)"
 t0=$(now)
-as_pg pgbench -h /tmp -p $SRC -n -c 1 -t $((EVENTS / CALL)) -f "$script" postgres >/dev/null
+"$REPO/bench/load_person_data.sh" --clients 1 --events-per-call $CALL --total "$EVENTS" --host /tmp --port $SRC
 load_s=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
 size=$(q $SRC postgres -c "SELECT pg_size_pretty(sum(pg_column_size(event))) FROM events")
 echo "loaded in ${load_s}s ($size of JSON)"
@@ -96,8 +95,7 @@ for db in one lr; do
 		-c "ALTER TABLE events ENABLE ALWAYS TRIGGER arrived"
 done
 start_id=$(q $SRC postgres -c "SELECT max(id) FROM events")
-echo "SELECT insert_events(ARRAY[$EVENT]) FROM (SELECT 1 AS k) s;" | as_pg tee "$script" >/dev/null
-as_pg pgbench -h /tmp -p $SRC -n -c 2 -j 2 -R 500 -T 20 -f "$script" postgres >/dev/null
+"$REPO/bench/load_perf_data.sh" --rate 500 --seconds 20 --clients 2 --host /tmp --port $SRC >/dev/null
 [ "$(q $SRC postgres -c "SELECT replicator.wait_for_replica('one', '5 min')")" = t ]
 end_id=$(q $SRC postgres -c "SELECT max(id) FROM events")
 until [ "$(q $D1 lr -c "SELECT coalesce(max(id), 0) FROM events")" -ge "$end_id" ]; do sleep 0.05; done
@@ -111,7 +109,13 @@ lat() {
 }
 read -r ours_p50 ours_p99 <<<"$(lat one)"
 read -r lr_p50 lr_p99 <<<"$(lat lr)"
-as_root rm -f "$script"
+
+log "replicator.diff: every destination equals the source"
+for r in one three_1 three_2 three_3; do
+	q $SRC postgres -c "SELECT replicator.resume_replica('$r')" >/dev/null
+	[ "$(q $SRC postgres -c "SELECT replicator.wait_for_replica('$r', '30 min')")" = t ]
+	echo "$r: $(q $SRC postgres -c "SELECT count(*) FROM replicator.diff('$r', validate => true)" 2>/dev/null) differences"
+done
 
 rate() { awk -v n="$EVENTS" -v s="$1" 'BEGIN { printf "%.0f", n / s }'; }
 echo

@@ -59,8 +59,11 @@ sub start_writers
 	return $h;
 }
 
-# --- live streaming under 4 concurrent writers
+# --- live streaming under concurrent writers: 4 pgbench clients, and 2
+# clients of the person-data tool (whose calls diff validates)
 my $writers = start_writers(4, 8, 40);
+my $person = `bench/load_person_data.sh --clients 2 --events-per-call 9 --total 9000 --host @{[$source->host]} --port @{[$source->port]} 2>&1`;
+is($?, 0, 'load_person_data.sh ran meanwhile') or diag($person);
 $writers->finish;
 cmp_ok(events_count($source), '>', 1000, 'writers inserted events');
 ok(wait_replica($source, 'd1'), 'd1 caught up with 4 concurrent writers');
@@ -126,6 +129,12 @@ is($source->safe_psql('postgres', 'SELECT count(*) = max(id) FROM events'), 't',
 	'the source is still gapless after its crash');
 compare_events($source, $dest1, 'd1 equals the source after the source crash');
 compare_events($source, $dest2, 'd2 equals the source after the source crash');
+
+for my $d ('d1', 'd2')
+{
+	is($source->safe_psql('postgres', "SELECT count(*) FROM replicator.diff('$d', validate => true)"),
+		'0', "replicator.diff finds no difference on $d, and every person-data call whole on both sides");
+}
 
 # --- batches: never above the limit, ending at call boundaries
 my $batches = $dest2->safe_psql('postgres', 'SELECT count(*), max(n) FROM batches');

@@ -108,12 +108,16 @@ replicator_request_rescan(Oid dboid)
 			free_entry = db;
 	}
 	if (i < REPLICATOR_MAX_DATABASES)
+	{
 		ReplicatorState->databases[i].rescan = true;
+		ReplicatorState->databases[i].catalog_generation++;
+	}
 	else if (free_entry != NULL)
 	{
 		memset(free_entry, 0, sizeof(DatabaseEntry));
 		free_entry->dboid = dboid;
 		free_entry->rescan = true;
+		free_entry->catalog_generation = 1;
 	}
 	else
 		ereport(WARNING,
@@ -124,6 +128,24 @@ replicator_request_rescan(Oid dboid)
 
 	if (launcher)
 		SetLatch(launcher);
+}
+
+/*
+ * How many catalog changes of dboid have committed: a worker rereads its
+ * replica's row when this moves, so a pause or drop acts before the next
+ * batch, not when the launcher gets to it.
+ */
+uint64
+replicator_catalog_generation(Oid dboid)
+{
+	uint64		generation = 0;
+
+	LWLockAcquire(ReplicatorState->lock, LW_SHARED);
+	for (int i = 0; i < REPLICATOR_MAX_DATABASES; i++)
+		if (ReplicatorState->databases[i].dboid == dboid)
+			generation = ReplicatorState->databases[i].catalog_generation;
+	LWLockRelease(ReplicatorState->lock);
+	return generation;
 }
 
 static void

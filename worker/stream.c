@@ -441,7 +441,9 @@ stream(PGconn *conn, Oid nspid, int64 position)
 	MemoryContext batch_cxt = AllocSetContextCreate(conn_cxt, "replicator batch",
 													ALLOCSET_DEFAULT_SIZES);
 	bool		in_flight = false;
-	TimestampTz last_config_check = GetCurrentTimestamp();
+	TimestampTz last_config_check = 0;
+	uint64		seen_generation = 0;
+	uint64		generation;
 	int64		flying_last = 0;
 	int			flying_count = 0;
 	int			flying_bytes = 0;
@@ -471,15 +473,18 @@ stream(PGconn *conn, Oid nspid, int64 position)
 		begin_local();
 
 		/*
-		 * The launcher stops a worker whose replica is dropped or paused;
-		 * reading the catalog here is the backstop, once per poll_interval.
+		 * A committed pause or drop must stop us before the next batch: the
+		 * catalog is read again whenever a change to it has committed (and
+		 * once per poll_interval as a backstop).
 		 */
 		if (!OidIsValid(replicator_source_namespace()))
 		{
 			end_local();
 			stop_streaming("the extension was dropped");
 		}
-		if (TimestampDifferenceExceeds(last_config_check, GetCurrentTimestamp(),
+		generation = replicator_catalog_generation(MyDatabaseId);
+		if (generation != seen_generation ||
+			TimestampDifferenceExceeds(last_config_check, GetCurrentTimestamp(),
 									   replicator_poll_interval))
 		{
 			config = read_config();
@@ -488,6 +493,7 @@ stream(PGconn *conn, Oid nspid, int64 position)
 				end_local();
 				stop_streaming("replica dropped, paused or invalid");
 			}
+			seen_generation = generation;
 			last_config_check = GetCurrentTimestamp();
 		}
 		old = MemoryContextSwitchTo(batch_cxt);

@@ -62,6 +62,7 @@ typedef struct DatabaseEntry
 {
 	Oid			dboid;
 	bool		rescan;			/* catalog changed: run a scan worker */
+	uint64		catalog_generation; /* bumped at each catalog change's commit */
 	pid_t		scan_pid;		/* scan worker running, 0 if none */
 	TimestampTz scan_started;
 	TimestampTz dropping_until; /* DROP DATABASE under way: start nothing */
@@ -83,6 +84,7 @@ extern void replicator_shmem_request(void);
 extern void replicator_request_rescan(Oid dboid);
 extern void replicator_stop_database_workers(Oid dboid);
 extern void replicator_forget_database(Oid dboid);
+extern uint64 replicator_catalog_generation(Oid dboid);
 extern const char *replica_state_name(ReplicaState state);
 
 /* launcher.c */
