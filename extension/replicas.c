@@ -80,8 +80,7 @@ checked_conninfo_mask(const char *conninfo, const char *name)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid connection string for replica \"%s\"", name),
-				 pg_strcasecmp(conninfo, "") != 0 && strstr(conninfo, "password") == NULL &&
-				 strstr(conninfo, "@") == NULL ?
+				 strstr(conninfo, "password") == NULL && strstr(conninfo, "@") == NULL ?
 				 errdetail("%s", error) :
 				 errdetail("libpq could not parse it (details withheld: the string holds a password).")));
 	return masked;

@@ -232,41 +232,33 @@ read_config(void)
 	return config;
 }
 
-/* The destination failed validation: say why in the catalog and stop. */
+/* Update our replica's catalog row: $1 is its name, $2 the value. */
 static void
-mark_invalid(const char *reason)
+update_catalog(const char *sql, const char *value)
 {
 	Oid			argtypes[2] = {TEXTOID, TEXTOID};
 	Datum		args[2];
 
+	begin_local();
+	args[0] = CStringGetTextDatum(replica);
+	args[1] = CStringGetTextDatum(value);
+	if (SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update replicator.replicas");
+	end_local();
+}
+
+/* The destination failed validation: say why in the catalog and stop. */
+static void
+mark_invalid(const char *reason)
+{
 	report_error(reason);
 	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
 	slot->state = REPLICA_INVALID;
 	LWLockRelease(ReplicatorState->lock);
 
-	begin_local();
-	args[0] = CStringGetTextDatum(replica);
-	args[1] = CStringGetTextDatum(reason);
-	SPI_execute_with_args("UPDATE replicator.replicas SET invalid_reason = $2,"
-						  " invalid_since = pg_catalog.now() WHERE name = $1",
-						  2, argtypes, args, NULL, false, 0);
-	end_local();
+	update_catalog("UPDATE replicator.replicas SET invalid_reason = $2,"
+				   " invalid_since = pg_catalog.now() WHERE name = $1", reason);
 	stop_streaming("destination is invalid until replicator.resume_replica() is called");
-}
-
-static void
-record_destination(const char *identity)
-{
-	Oid			argtypes[2] = {TEXTOID, TEXTOID};
-	Datum		args[2];
-
-	begin_local();
-	args[0] = CStringGetTextDatum(replica);
-	args[1] = CStringGetTextDatum(identity);
-	SPI_execute_with_args("UPDATE replicator.replicas SET destination = $2"
-						  " WHERE name = $1 AND destination IS DISTINCT FROM $2",
-						  2, argtypes, args, NULL, false, 0);
-	end_local();
 }
 
 /*
@@ -634,7 +626,8 @@ replicator_stream_main(Datum arg)
 		{
 			if (info.created_table)
 				ereport(LOG, (errmsg("replicator: created table events in destination \"%s\"", replica)));
-			record_destination(info.identity);
+			update_catalog("UPDATE replicator.replicas SET destination = $2"
+						   " WHERE name = $1 AND destination IS DISTINCT FROM $2", info.identity);
 			LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
 			slot->position = info.max_id;
 			slot->last_contact = GetCurrentTimestamp();
