@@ -7,8 +7,8 @@
 #   - built-in logical replication catching up the same inserts from its slot
 #     (subscription disabled while loading, then enabled);
 #   - commit-to-visible latency p50/p99 at about 500 events/s of small events
-#     (bench/load_perf_data.sh), for replicator and logical replication on
-#     the same stream at once.
+#     (bench/load_perf_data.sh), for replicator and for logical replication,
+#     each alone on the machine.
 # Finally replicator.diff checks each destination against the source.
 # Usage: bench/stream.sh [events]   (default 1000000)
 set -euo pipefail
@@ -85,30 +85,38 @@ done
 three_s=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
 for r in three_1 three_2 three_3; do q $SRC postgres -c "SELECT replicator.pause_replica('$r')"; done
 
-log "commit-to-visible latency at ~500 events/s (replicator and logical replication together)"
+log "commit-to-visible latency at ~500 events/s: replicator alone, then logical replication alone"
 q $SRC postgres -c "SELECT replicator.resume_replica('one')"
 [ "$(q $SRC postgres -c "SELECT replicator.wait_for_replica('one', '30 min')")" = t ]
+until [ "$(q $D1 lr -c "SELECT coalesce(max(id), 0) FROM events")" -ge "$(q $SRC postgres -c "SELECT max(id) FROM events")" ]; do sleep 0.05; done
 for db in one lr; do
 	q $D1 $db -c "CREATE TABLE arrivals (id bigint, at timestamptz)" \
 		-c "CREATE FUNCTION arrived() RETURNS trigger LANGUAGE plpgsql AS \$\$ BEGIN INSERT INTO public.arrivals VALUES (NEW.id, clock_timestamp()); RETURN NULL; END \$\$" \
 		-c "CREATE TRIGGER arrived AFTER INSERT ON events FOR EACH ROW EXECUTE FUNCTION arrived()" \
 		-c "ALTER TABLE events ENABLE ALWAYS TRIGGER arrived"
 done
-start_id=$(q $SRC postgres -c "SELECT max(id) FROM events")
+# each measured alone on the machine: the other is stopped meanwhile
+q $D1 lr -c "ALTER SUBSCRIPTION bench DISABLE"
+ours_from=$(q $SRC postgres -c "SELECT max(id) FROM events")
 "$REPO/bench/load_perf_data.sh" --rate 500 --seconds 20 --clients 2 --host /tmp --port $SRC >/dev/null
 [ "$(q $SRC postgres -c "SELECT replicator.wait_for_replica('one', '5 min')")" = t ]
-end_id=$(q $SRC postgres -c "SELECT max(id) FROM events")
-until [ "$(q $D1 lr -c "SELECT coalesce(max(id), 0) FROM events")" -ge "$end_id" ]; do sleep 0.05; done
+ours_to=$(q $SRC postgres -c "SELECT max(id) FROM events")
+q $SRC postgres -c "SELECT replicator.pause_replica('one')" >/dev/null
+q $D1 lr -c "ALTER SUBSCRIPTION bench ENABLE"
+until [ "$(q $D1 lr -c "SELECT coalesce(max(id), 0) FROM events")" -ge "$ours_to" ]; do sleep 0.05; done
+"$REPO/bench/load_perf_data.sh" --rate 500 --seconds 20 --clients 2 --host /tmp --port $SRC >/dev/null
+lr_to=$(q $SRC postgres -c "SELECT max(id) FROM events")
+until [ "$(q $D1 lr -c "SELECT coalesce(max(id), 0) FROM events")" -ge "$lr_to" ]; do sleep 0.05; done
 # ts is taken just before the inserting transaction commits: the latency
 # below includes that commit's flush, the same for both.
 lat() {
-	q $D1 "$1" -c "SELECT round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms))::numeric, 1) || ' ' ||
-	                    round((percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::numeric, 1)
+	q $D1 "$1" -c "SELECT round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms))::numeric, 2) || ' ' ||
+	                    round((percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::numeric, 2)
 	               FROM (SELECT extract(epoch FROM a.at - e.ts) * 1000 AS ms
-	                     FROM arrivals a JOIN events e USING (id) WHERE id > $start_id) s"
+	                     FROM arrivals a JOIN events e USING (id) WHERE id > $2 AND id <= $3) s"
 }
-read -r ours_p50 ours_p99 <<<"$(lat one)"
-read -r lr_p50 lr_p99 <<<"$(lat lr)"
+read -r ours_p50 ours_p99 <<<"$(lat one "$ours_from" "$ours_to")"
+read -r lr_p50 lr_p99 <<<"$(lat lr "$ours_to" "$lr_to")"
 
 log "replicator.diff: every destination equals the source"
 for r in one three_1 three_2 three_3; do

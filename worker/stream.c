@@ -465,15 +465,11 @@ stream(PGconn *conn, Oid nspid, int64 position)
 		begin_local();
 
 		/*
-		 * A committed pause or drop must stop us before the next batch: the
-		 * catalog is read again whenever a change to it has committed (and
-		 * once per poll_interval as a backstop).
+		 * A committed pause, drop or DROP EXTENSION must stop us before the
+		 * next batch: the catalog is read again whenever a change to it has
+		 * committed (each bumps the generation), and once per poll_interval
+		 * as a backstop.
 		 */
-		if (!OidIsValid(replicator_source_namespace()))
-		{
-			end_local();
-			stop_streaming("the extension was dropped");
-		}
 		generation = replicator_catalog_generation(MyDatabaseId);
 		if (generation != seen_generation ||
 			TimestampDifferenceExceeds(last_config_check, GetCurrentTimestamp(),
@@ -483,7 +479,7 @@ stream(PGconn *conn, Oid nspid, int64 position)
 			if (!config.exists)
 			{
 				end_local();
-				stop_streaming("replica dropped, paused or invalid");
+				stop_streaming("replica dropped, paused or invalid, or extension dropped");
 			}
 			seen_generation = generation;
 			last_config_check = GetCurrentTimestamp();
