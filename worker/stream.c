@@ -300,6 +300,7 @@ read_batch(Oid nspid, int64 position, Batch *batch, PGconn *conn)
 		 * socket takes now, without waiting, so the destination applies it
 		 * while we read this one.
 		 */
+		CHECK_FOR_INTERRUPTS();
 		if (conn != NULL && PQflush(conn) >= 0)
 			(void) PQconsumeInput(conn);
 		SPI_cursor_fetch(portal, true, 256);
