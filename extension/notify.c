@@ -20,6 +20,7 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "utils/json.h"
+#include "utils/memutils.h"
 #include "utils/jsonb.h"
 #include "utils/rel.h"
 
@@ -64,6 +65,38 @@ replicator_notify_restored(int64 last_id)
 	pfree(payload.data);
 }
 
+/* Where id and event are in the table, looked up once per trigger call site. */
+typedef struct EventColumns
+{
+	Oid			relid;
+	int			id_attnum;
+	int			event_attnum;
+} EventColumns;
+
+static EventColumns *
+event_columns(FunctionCallInfo fcinfo, Relation rel)
+{
+	EventColumns *cols = (EventColumns *) fcinfo->flinfo->fn_extra;
+
+	if (cols == NULL || cols->relid != RelationGetRelid(rel))
+	{
+		TupleDesc	tupdesc = RelationGetDescr(rel);
+
+		if (cols == NULL)
+			cols = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, sizeof(EventColumns));
+		cols->id_attnum = SPI_fnumber(tupdesc, "id");
+		cols->event_attnum = SPI_fnumber(tupdesc, "event");
+		if (cols->id_attnum <= 0 || cols->event_attnum <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("notify_event_insert() needs columns \"id\" and \"event\" on table \"%s\"",
+							RelationGetRelationName(rel))));
+		cols->relid = RelationGetRelid(rel);
+		fcinfo->flinfo->fn_extra = cols;
+	}
+	return cols;
+}
+
 PG_FUNCTION_INFO_V1(replicator_notify_event_insert);
 
 Datum
@@ -72,8 +105,7 @@ replicator_notify_event_insert(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	TupleDesc	tupdesc;
 	HeapTuple	tuple;
-	int			id_attnum;
-	int			event_attnum;
+	EventColumns *cols;
 	bool		isnull;
 	Datum		id;
 	Datum		event;
@@ -88,22 +120,16 @@ replicator_notify_event_insert(PG_FUNCTION_ARGS)
 
 	tupdesc = RelationGetDescr(trigdata->tg_relation);
 	tuple = trigdata->tg_trigtuple;
-	id_attnum = SPI_fnumber(tupdesc, "id");
-	event_attnum = SPI_fnumber(tupdesc, "event");
-	if (id_attnum <= 0 || event_attnum <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("notify_event_insert() needs columns \"id\" and \"event\" on table \"%s\"",
-						RelationGetRelationName(trigdata->tg_relation))));
+	cols = event_columns(fcinfo, trigdata->tg_relation);
 
-	id = heap_getattr(tuple, id_attnum, tupdesc, &isnull);
+	id = heap_getattr(tuple, cols->id_attnum, tupdesc, &isnull);
 	if (isnull || suppressed)
 		return PointerGetDatum(tuple);
 
 	initStringInfo(&payload);
 	append_header(&payload, RelationGetRelationName(trigdata->tg_relation), DatumGetInt64(id));
 
-	event = heap_getattr(tuple, event_attnum, tupdesc, &isnull);
+	event = heap_getattr(tuple, cols->event_attnum, tupdesc, &isnull);
 	if (!isnull && toast_raw_datum_size(event) <= EVENT_RENDER_LIMIT)
 	{
 		Jsonb	   *jb = DatumGetJsonbP(event);

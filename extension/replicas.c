@@ -232,7 +232,6 @@ validate_one(Tuplestorestate *store, TupleDesc desc, const char *name,
 	PGconn	   *volatile conn = NULL;
 	char	   *error;
 	List	   *volatile checks = NIL;
-	DestinationCheck *connect = palloc0(sizeof(DestinationCheck));
 	ListCell   *lc;
 
 	/* the facts outlive SPI: allocate them in the caller's context */
@@ -241,15 +240,12 @@ validate_one(Tuplestorestate *store, TupleDesc desc, const char *name,
 	read_source_facts(nspid, name, &facts);
 	SPI_finish();
 
-	connect->check = "connect";
 	PG_TRY();
 	{
 		conn = remote_connect(conninfo,
 							  psprintf("replicator:%s:validate", get_database_name(MyDatabaseId)),
 							  replicator_connect_timeout, &error);
-		connect->ok = conn != NULL;
-		connect->detail = error;
-		checks = list_make1(connect);
+		checks = add_check(NIL, "connect", conn != NULL, error);
 		if (conn != NULL)
 			checks = list_concat(checks, check_destination(conn, &facts, false, &info));
 	}

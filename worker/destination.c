@@ -167,7 +167,7 @@ first_event_matches(PGconn *conn, SourceFacts *facts, char **detail)
 	return same;
 }
 
-static List *
+List *
 add_check(List *checks, const char *check, bool ok, char *detail)
 {
 	DestinationCheck *c = palloc(sizeof(DestinationCheck));

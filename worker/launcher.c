@@ -159,7 +159,9 @@ launcher_pass(void)
 	{
 		DatabaseEntry *db = &ReplicatorState->databases[i];
 
-		if (!OidIsValid(db->dboid) || !db->rescan || db->dropping_until > now ||
+		/* a scan is due when the catalog changed since the last one started */
+		if (!OidIsValid(db->dboid) || db->scanned_generation == db->catalog_generation ||
+			db->dropping_until > now ||
 			handle_running(&scan_handles[i]))
 			continue;
 		fill_worker(&bgw, "replicator_scan_main", "replicator scan");
@@ -167,7 +169,7 @@ launcher_pass(void)
 		bgw.bgw_main_arg = ObjectIdGetDatum(db->dboid);
 		scan_handles[i] = start_worker(&bgw);
 		if (scan_handles[i] != NULL)
-			db->rescan = false;
+			db->scanned_generation = db->catalog_generation;
 	}
 
 	for (int i = 0; i < REPLICATOR_MAX_REPLICAS; i++)

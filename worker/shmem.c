@@ -108,15 +108,11 @@ replicator_request_rescan(Oid dboid)
 			free_entry = db;
 	}
 	if (i < REPLICATOR_MAX_DATABASES)
-	{
-		ReplicatorState->databases[i].rescan = true;
 		ReplicatorState->databases[i].catalog_generation++;
-	}
 	else if (free_entry != NULL)
 	{
 		memset(free_entry, 0, sizeof(DatabaseEntry));
 		free_entry->dboid = dboid;
-		free_entry->rescan = true;
 		free_entry->catalog_generation = 1;
 	}
 	else

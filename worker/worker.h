@@ -61,8 +61,8 @@ typedef struct ReplicaSlot
 typedef struct DatabaseEntry
 {
 	Oid			dboid;
-	bool		rescan;			/* catalog changed: run a scan worker */
 	uint64		catalog_generation; /* bumped at each catalog change's commit */
+	uint64		scanned_generation; /* the generation the last scan started at */
 	pid_t		scan_pid;		/* scan worker running, 0 if none */
 	TimestampTz scan_started;
 	TimestampTz dropping_until; /* DROP DATABASE under way: start nothing */
@@ -141,6 +141,7 @@ typedef struct SourceFacts
 } SourceFacts;
 
 extern void read_source_facts(Oid nspid, const char *replica, SourceFacts *facts);
+extern List *add_check(List *checks, const char *check, bool ok, char *detail);
 extern List *check_destination(PGconn *conn, SourceFacts *facts, bool create_table,
 							   DestinationInfo *info);
 extern bool first_event_matches(PGconn *conn, SourceFacts *facts, char **detail);
