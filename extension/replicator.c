@@ -29,6 +29,7 @@ int			replicator_max_events_per_write = 10000;
 int			replicator_connect_timeout = 15000;
 int			replicator_poll_interval = 1000;
 char	   *replicator_destination_synchronous_commit = NULL;
+int			replicator_destination_sessions = 2;
 bool		replicator_preloaded = false;
 
 void		_PG_init(void);
@@ -67,6 +68,14 @@ _PG_init(void)
 							   "off",
 							   PGC_SIGHUP, 0,
 							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("replicator.destination_sessions",
+							"Sessions each streaming worker opens to its destination.",
+							"While catching up, large batches are applied in these sessions side by side and committed in id order.",
+							&replicator_destination_sessions,
+							2, 1, REPLICATOR_MAX_SESSIONS,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("replicator");
 

@@ -18,6 +18,7 @@ extern int	replicator_max_events_per_write;
 extern int	replicator_connect_timeout;
 extern int	replicator_poll_interval;
 extern char *replicator_destination_synchronous_commit;
+extern int	replicator_destination_sessions;
 
 /* True in processes forked after the library was preloaded. */
 extern bool replicator_preloaded;

@@ -86,8 +86,8 @@ is( $source->safe_psql(
 is( $dest1->safe_psql(
 		'postgres',
 		q{SELECT count(*) FROM pg_stat_activity WHERE application_name = 'replicator:postgres:d1'}),
-	'1',
-	'the destination sees application_name replicator:<source db>:<replica>');
+	'2',
+	'the destination sees application_name replicator:<source db>:<replica> on each of the worker\'s sessions (replicator.destination_sessions = 2)');
 
 # --- a destination stopped in immediate mode mid-stream, five times
 $writers = start_writers(4, 120, 20);

@@ -15,8 +15,9 @@
  * transaction open, so a slow destination holds no lock on the source.  It
  * holds at most replicator.max_events_per_write events and ends at an
  * insert_events call boundary (ts changes there) unless one call alone is
- * larger.  Rows travel in binary COPY: values arrive exactly.  Each batch
- * is one COPY, which the destination commits as one transaction.
+ * larger.  Rows travel in binary (COPY, or array parameters for a small
+ * batch): values arrive exactly.  Each batch is one destination
+ * transaction; apply.c sends them and commits them in order.
  *
  *-------------------------------------------------------------------------
  */
@@ -35,7 +36,9 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "tcop/tcopprot.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
@@ -48,8 +51,9 @@
 
 /* A batch also stops growing at this many bytes (one event may exceed it). */
 #define BATCH_MAX_BYTES		(32 * 1024 * 1024)
-/* COPY data is handed to libpq in pieces of this size. */
-#define COPY_CHUNK_BYTES	(256 * 1024)
+/* Batches up to this size also travel as one INSERT: one round trip. */
+#define INSERT_MAX_EVENTS	64
+#define INSERT_MAX_BYTES	(256 * 1024)
 #define MAX_BACKOFF_MS		30000
 
 static const char copy_header[] = "PGCOPY\n\377\r\n\0";
@@ -112,15 +116,6 @@ typedef struct ReplicaConfig
 	bool		require_password;
 	Oid			nspid;			/* the event source's schema */
 } ReplicaConfig;
-
-typedef struct Batch
-{
-	StringInfoData data;		/* binary COPY, header to trailer */
-	int64		first_id;
-	int64		last_id;
-	int			count;
-	bool		more;			/* events beyond this batch were seen */
-} Batch;
 
 static void
 report(ReplicaState state)
@@ -211,6 +206,8 @@ static ReplicaConfig
 read_config(void)
 {
 	ReplicaConfig config = {false, NULL, true, InvalidOid};
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext spi;
 	Oid			nspid = replicator_source_namespace();
 	Datum		args[1];
 	bool		isnull;
@@ -225,7 +222,10 @@ read_config(void)
 	if (SPI_processed != 1)
 		return config;
 	config.exists = true;
+	/* SPI calls return in SPI's context, which ends with the transaction */
+	spi = MemoryContextSwitchTo(caller);
 	config.conninfo = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	MemoryContextSwitchTo(spi);
 	config.require_password = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
 														 SPI_tuptable->tupdesc, 2, &isnull));
 	config.nspid = nspid;
@@ -261,20 +261,39 @@ mark_invalid(const char *reason)
 	stop_streaming("destination is invalid until replicator.resume_replica() is called");
 }
 
+/* elems as the binary send form of an array, for a parameter of the INSERT */
+static bytea *
+array_param(Datum *elems, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	ArrayType  *array;
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	array = construct_array(elems, n, elemtype, typlen, typbyval, typalign);
+	return OidSendFunctionCall(F_ARRAY_SEND, PointerGetDatum(array));
+}
+
 /*
- * Read the next batch after position into batch->data as binary COPY.
- * Needs a local transaction.  Returns false if there is nothing new.
+ * Read the next batch after position into batch as binary COPY (and, when
+ * small, as INSERT parameters).  Needs a local transaction.  Returns false
+ * if there is nothing new.  Between fetches the batches under way in apply
+ * move on.
  */
 static bool
-read_batch(Oid nspid, int64 position, Batch *batch, PGconn *conn)
+read_batch(Oid nspid, int64 position, Batch *batch, ApplySet *apply)
 {
+	/* SPI calls return in SPI's own context: the batch must outlive it */
+	MemoryContext batch_cxt = CurrentMemoryContext;
 	int			limit = replicator_max_events_per_write;
 	Portal		portal;
 	Datum		args[2];
 	FmgrInfo	jsonb_send_info;
 	int			n = 0;
-	int64	   *ids = palloc(sizeof(int64) * (limit + 1));
-	TimestampTz *tss = palloc(sizeof(TimestampTz) * (limit + 1));
+	Datum	   *ids = palloc(sizeof(Datum) * (limit + 1));
+	Datum	   *tss = palloc(sizeof(Datum) * (limit + 1));
+	Datum	   *events = palloc(sizeof(Datum) * INSERT_MAX_EVENTS);
 	int		   *ends = palloc(sizeof(int) * (limit + 1));
 	bool		have_next = false;
 	TimestampTz next_ts = 0;
@@ -287,23 +306,19 @@ read_batch(Oid nspid, int64 position, Batch *batch, PGconn *conn)
 	args[0] = Int64GetDatum(position);
 	args[1] = Int64GetDatum(position + limit + 1);
 	portal = SPI_cursor_open(NULL, batch_plan, args, NULL, true);
+	MemoryContextSwitchTo(batch_cxt);
 
-	resetStringInfo(&batch->data);
-	appendBinaryStringInfo(&batch->data, copy_header, sizeof(copy_header) - 1);
-	pq_sendint32(&batch->data, 0);	/* flags */
-	pq_sendint32(&batch->data, 0);	/* header extension length */
+	initStringInfo(&batch->copy);
+	appendBinaryStringInfo(&batch->copy, copy_header, sizeof(copy_header) - 1);
+	pq_sendint32(&batch->copy, 0);	/* flags */
+	pq_sendint32(&batch->copy, 0);	/* header extension length */
 
 	while (!have_next)
 	{
-		/*
-		 * The previous batch may still sit in libpq's buffer: send what the
-		 * socket takes now, without waiting, so the destination applies it
-		 * while we read this one.
-		 */
 		CHECK_FOR_INTERRUPTS();
-		if (conn != NULL && PQflush(conn) >= 0)
-			(void) PQconsumeInput(conn);
+		apply_poll(apply);
 		SPI_cursor_fetch(portal, true, 256);
+		MemoryContextSwitchTo(batch_cxt);
 		if (SPI_processed == 0)
 			break;
 		for (uint64 r = 0; r < SPI_processed; r++)
@@ -312,9 +327,10 @@ read_batch(Oid nspid, int64 position, Batch *batch, PGconn *conn)
 			TupleDesc	desc = SPI_tuptable->tupdesc;
 			int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 			TimestampTz ts = DatumGetTimestampTz(SPI_getbinval(tup, desc, 2, &isnull));
+			Datum		value = SPI_getbinval(tup, desc, 3, &isnull);
 			bytea	   *event;
 
-			if (n == limit || (n > 0 && batch->data.len >= BATCH_MAX_BYTES))
+			if (n == limit || (n > 0 && batch->copy.len >= BATCH_MAX_BYTES))
 			{
 				/* the first event not taken: does its call continue ours? */
 				have_next = true;
@@ -326,25 +342,28 @@ read_batch(Oid nspid, int64 position, Batch *batch, PGconn *conn)
 						(errcode(ERRCODE_DATA_CORRUPTED),
 						 errmsg("events has a gap: id " INT64_FORMAT " follows " INT64_FORMAT,
 								id, position + n)));
-			event = SendFunctionCall(&jsonb_send_info, SPI_getbinval(tup, desc, 3, &isnull));
+			event = SendFunctionCall(&jsonb_send_info, value);
 
-			pq_sendint16(&batch->data, 3);
-			pq_sendint32(&batch->data, 8);
-			pq_sendint64(&batch->data, id);
-			pq_sendint32(&batch->data, 8);
-			pq_sendint64(&batch->data, ts);
-			pq_sendint32(&batch->data, VARSIZE(event) - VARHDRSZ);
-			appendBinaryStringInfo(&batch->data, VARDATA(event), VARSIZE(event) - VARHDRSZ);
+			pq_sendint16(&batch->copy, 3);
+			pq_sendint32(&batch->copy, 8);
+			pq_sendint64(&batch->copy, id);
+			pq_sendint32(&batch->copy, 8);
+			pq_sendint64(&batch->copy, ts);
+			pq_sendint32(&batch->copy, VARSIZE(event) - VARHDRSZ);
+			appendBinaryStringInfo(&batch->copy, VARDATA(event), VARSIZE(event) - VARHDRSZ);
 			pfree(event);
 
-			ids[n] = id;
-			tss[n] = ts;
-			ends[n] = batch->data.len;
+			ids[n] = Int64GetDatum(id);
+			tss[n] = TimestampTzGetDatum(ts);
+			if (n < INSERT_MAX_EVENTS)
+				events[n] = datumCopy(value, false, -1);
+			ends[n] = batch->copy.len;
 			n++;
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_cursor_close(portal);
+	MemoryContextSwitchTo(batch_cxt);
 
 	if (n == 0)
 		return false;
@@ -355,91 +374,60 @@ read_batch(Oid nspid, int64 position, Batch *batch, PGconn *conn)
 	 * whole batch.
 	 */
 	keep = n;
-	if (have_next && next_ts == tss[n - 1])
+	if (have_next && next_ts == DatumGetTimestampTz(tss[n - 1]))
 	{
-		while (keep > 0 && tss[keep - 1] == next_ts)
+		while (keep > 0 && DatumGetTimestampTz(tss[keep - 1]) == next_ts)
 			keep--;
 		if (keep == 0)
 			keep = n;
 	}
-	batch->data.len = ends[keep - 1];
-	pq_sendint16(&batch->data, -1);	/* trailer */
-	batch->first_id = ids[0];
-	batch->last_id = ids[keep - 1];
+	batch->copy.len = ends[keep - 1];
+	pq_sendint16(&batch->copy, -1);	/* trailer */
+	batch->first_id = DatumGetInt64(ids[0]);
+	batch->last_id = DatumGetInt64(ids[keep - 1]);
 	batch->count = keep;
 	batch->more = have_next;
+	memset(batch->params, 0, sizeof(batch->params));
+	if (keep <= INSERT_MAX_EVENTS && batch->copy.len <= INSERT_MAX_BYTES)
+	{
+		batch->params[0] = array_param(ids, keep, INT8OID);
+		batch->params[1] = array_param(tss, keep, TIMESTAMPTZOID);
+		batch->params[2] = array_param(events, keep, JSONBOID);
+	}
 	return true;
 }
 
-/*
- * Start writing a batch: one COPY, which is one destination transaction.
- * The data is queued in libpq and sent as the socket allows; finish_batch()
- * waits for the outcome.  NULL or the error.
- */
-static char *
-start_batch(PGconn *conn, Batch *batch)
+/* A batch has committed on the destination: the position advances. */
+static void
+batch_committed(int64 last_id, int count, int64 bytes)
 {
-	char	   *error = remote_expect(conn, remote_exec(conn, "COPY events (id, ts, event) FROM STDIN (FORMAT binary)", 0, NULL),
-									  PGRES_COPY_IN);
-
-	if (error)
-		return error;
-
-	for (int off = 0; off < batch->data.len; off += COPY_CHUNK_BYTES)
-		if (!remote_queue_copy(conn, batch->data.data + off,
-							   Min(COPY_CHUNK_BYTES, batch->data.len - off)))
-			return remote_error(conn, NULL);
-	if (!remote_queue_copy_end(conn))
-		return remote_error(conn, NULL);
-	return NULL;
-}
-
-/* Wait until the batch under way is committed.  NULL or the error. */
-static char *
-finish_batch(PGconn *conn)
-{
-	return remote_expect(conn, remote_flush_and_result(conn), PGRES_COMMAND_OK);
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	slot->position = last_id;
+	slot->events_sent += count;
+	slot->bytes_sent += bytes;
+	slot->last_contact = GetCurrentTimestamp();
+	slot->failed_starts = 0;
+	LWLockRelease(ReplicatorState->lock);
 }
 
 /*
- * Session settings on the destination.  synchronous_commit may be off there
- * (the default, as for logical replication's apply): the position is the
- * destination's own max(id), in the same WAL as the rows, so commits that a
- * destination crash loses are simply sent again.
- */
-static char *
-set_destination_session(PGconn *conn)
-{
-	const char *values[1] = {replicator_destination_synchronous_commit};
-
-	return remote_expect(conn,
-						 remote_exec(conn, "SELECT pg_catalog.set_config('synchronous_commit', $1, false)",
-									 1, values),
-						 PGRES_TUPLES_OK);
-}
-
-/*
- * Stream until the connection fails; returns the error.
+ * Stream until a session fails; returns the error.
  *
- * Pipelined: while the destination applies one batch, the next is read
- * here.  The read happens in a short local transaction, and the wait for
- * the destination only after it, so no local lock is held while waiting.
- * A batch read ahead of one that then fails is dropped: the caller
- * reconnects and reads the position again.
+ * Pipelined: while the destination applies batches, the next is read here.
+ * The read happens in a short local transaction, and any wait for the
+ * destination only after it, so no local lock is held while waiting.  A
+ * batch read ahead of one that then fails is dropped: the caller reconnects
+ * and reads the position again.
  */
 static char *
-stream(PGconn *conn, Oid nspid, int64 position)
+stream(ApplySet *apply, Oid nspid)
 {
 	MemoryContext conn_cxt = CurrentMemoryContext;
 	MemoryContext batch_cxt = AllocSetContextCreate(conn_cxt, "replicator batch",
 													ALLOCSET_DEFAULT_SIZES);
-	bool		in_flight = false;
 	TimestampTz last_config_check = 0;
 	uint64		seen_generation = 0;
 	uint64		generation;
-	int64		flying_last = 0;
-	int			flying_count = 0;
-	int			flying_bytes = 0;
 
 	for (;;)
 	{
@@ -456,13 +444,9 @@ stream(PGconn *conn, Oid nspid, int64 position)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		MemoryContextReset(batch_cxt);
-		old = MemoryContextSwitchTo(batch_cxt);
-		initStringInfo(&batch.data);
-		MemoryContextSwitchTo(old);
-
 		/* the latch is reset before reading, so no commit goes unnoticed */
 		ResetLatch(MyLatch);
+		MemoryContextReset(batch_cxt);
 		begin_local();
 
 		/*
@@ -486,44 +470,30 @@ stream(PGconn *conn, Oid nspid, int64 position)
 			last_config_check = GetCurrentTimestamp();
 		}
 		old = MemoryContextSwitchTo(batch_cxt);
-		have_batch = read_batch(nspid, in_flight ? flying_last : position, &batch,
-								in_flight ? conn : NULL);
+		have_batch = read_batch(nspid, apply_sent_upto(apply), &batch, apply);
 		MemoryContextSwitchTo(old);
 		end_local();
-		MemoryContextSwitchTo(batch_cxt);
-
-		if (in_flight)
-		{
-			error = finish_batch(conn);
-			if (error)
-				return error;
-			in_flight = false;
-			position = flying_last;
-			LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
-			slot->position = position;
-			slot->events_sent += flying_count;
-			slot->bytes_sent += flying_bytes;
-			slot->last_contact = GetCurrentTimestamp();
-			slot->failed_starts = 0;
-			LWLockRelease(ReplicatorState->lock);
-		}
+		MemoryContextSwitchTo(conn_cxt);
 
 		if (!have_batch)
 		{
-			report(REPLICA_STREAMING);
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 replicator_poll_interval, PG_WAIT_EXTENSION);
+			if (apply_idle(apply))
+			{
+				report(REPLICA_STREAMING);
+				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 replicator_poll_interval, PG_WAIT_EXTENSION);
+			}
+			else if ((error = apply_wait(apply)) != NULL)
+				return error;
 			continue;
 		}
 
 		report(batch.more ? REPLICA_CATCHING_UP : REPLICA_STREAMING);
-		error = start_batch(conn, &batch);
-		if (error)
+		while (!apply_can_take(apply, &batch))
+			if ((error = apply_wait(apply)) != NULL)
+				return error;
+		if ((error = apply_send(apply, &batch)) != NULL)
 			return error;
-		in_flight = true;
-		flying_last = batch.last_id;
-		flying_count = batch.count;
-		flying_bytes = batch.data.len;
 	}
 }
 
@@ -574,6 +544,7 @@ replicator_stream_main(Datum arg)
 		SourceFacts facts;
 		DestinationInfo info;
 		PGconn	   *conn;
+		ApplySet   *apply;
 		char	   *error;
 		List	   *checks;
 		MemoryContext spi_cxt;
@@ -630,11 +601,17 @@ replicator_stream_main(Datum arg)
 			slot->last_contact = GetCurrentTimestamp();
 			LWLockRelease(ReplicatorState->lock);
 			attempt = 0;
-			error = set_destination_session(conn);
-			if (error == NULL)
-				error = stream(conn, config.nspid, info.max_id);
+			apply = apply_open(conn, config.conninfo, appname, info.identity,
+							   replicator_destination_sessions, info.max_id,
+							   batch_committed, &error);
+			if (apply != NULL)
+			{
+				error = stream(apply, config.nspid);
+				apply_close(apply);
+			}
+			conn = NULL;
 		}
-		PQfinish(conn);
+		PQfinish(conn);			/* NULL if the apply set had it */
 		report_error(error);
 		backoff(attempt++);
 	}

@@ -14,6 +14,7 @@
 #include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
 #include "libpq-fe.h"
+#include "nodes/pg_list.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 
@@ -94,6 +95,38 @@ extern PGDLLEXPORT void replicator_scan_main(Datum arg);
 
 /* stream.c */
 extern PGDLLEXPORT void replicator_stream_main(Datum arg);
+
+/*
+ * A batch of events for one destination transaction, read by stream.c and
+ * sent by apply.c.
+ */
+typedef struct Batch
+{
+	StringInfoData copy;		/* binary COPY, header to trailer */
+	int64		first_id;
+	int64		last_id;
+	int			count;
+	bool		more;			/* events beyond this batch were seen */
+	/* a small batch also as binary int8[], timestamptz[], jsonb[]; else NULL */
+	bytea	   *params[3];
+} Batch;
+
+/* apply.c: sessions to one destination, committing batches in order */
+#define REPLICATOR_MAX_SESSIONS		8
+
+typedef struct ApplySet ApplySet;
+typedef void (*ApplyCommitted) (int64 last_id, int count, int64 bytes);
+
+extern ApplySet *apply_open(PGconn *first, const char *conninfo, const char *appname,
+							const char *identity, int nsessions, int64 position,
+							ApplyCommitted on_commit, char **error);
+extern void apply_close(ApplySet *set);
+extern bool apply_idle(ApplySet *set);
+extern int64 apply_sent_upto(ApplySet *set);
+extern bool apply_can_take(ApplySet *set, const Batch *batch);
+extern char *apply_send(ApplySet *set, const Batch *batch);
+extern void apply_poll(ApplySet *set);
+extern char *apply_wait(ApplySet *set);
 
 /* connection.c: non-blocking libpq, waiting on the latch and the socket */
 extern PGconn *remote_connect(const char *conninfo, const char *appname,

@@ -1,0 +1,398 @@
+/*-------------------------------------------------------------------------
+ *
+ * apply.c
+ *	  The destination side of streaming: a few sessions to one destination
+ *	  that apply batches side by side and commit them strictly in id order.
+ *
+ * A batch sent while nothing is under way is one self-committing statement:
+ * a prepared INSERT ... unnest() when it is small (one round trip, for
+ * latency), a COPY otherwise.  While catching up, further large batches go
+ * to the other sessions inside BEGIN ... COPY, and each one's COMMIT is sent
+ * only once every batch before it has committed.  So the destination always
+ * holds a gapless prefix of the events: readers there never see a gap, and
+ * its max(id) stays the exact position after any failure, since a
+ * transaction whose COMMIT was not sent is rolled back when its session
+ * closes.
+ *
+ * Nothing here blocks: results are collected as they arrive, by
+ * apply_poll() between the rows of the next batch and by apply_wait() on
+ * the latch and every session's socket.  The first failure sticks; the
+ * caller then closes the set and reconnects.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/memutils.h"
+
+#include "replicator.h"
+#include "worker.h"
+
+#define COPY_SQL			"COPY events (id, ts, event) FROM STDIN (FORMAT binary)"
+#define INSERT_STATEMENT	"replicator_insert"
+/* COPY data is handed to libpq in pieces of this size. */
+#define COPY_CHUNK_BYTES	(256 * 1024)
+/* Smaller batches are not worth a transaction of their own beside another. */
+#define PARALLEL_MIN_BYTES	(256 * 1024)
+
+typedef enum SessionStep
+{
+	STEP_IDLE,
+	STEP_APPLYING,				/* the batch's statement is under way */
+	STEP_APPLIED,				/* in BEGIN: applied, waiting for its turn */
+	STEP_COMMITTING
+} SessionStep;
+
+typedef struct ApplySession
+{
+	PGconn	   *conn;
+	SessionStep step;
+	bool		autocommit;		/* the statement commits by itself */
+	bool		succeeded;		/* the step's command reported success */
+	int			event_pos;		/* its socket in the wait set */
+	int64		last_id;
+	int			count;
+	int64		bytes;
+} ApplySession;
+
+struct ApplySet
+{
+	MemoryContext cxt;
+	int			nsessions;
+	ApplySession *sessions;
+	int		   *order;			/* sessions with a batch, oldest first */
+	int			inflight;
+	int64		sent_upto;		/* last id sent, or the position */
+	WaitEventSet *waitset;
+	char	   *error;			/* the first failure; sticks */
+	ApplyCommitted on_commit;
+};
+
+static void
+fail(ApplySet *set, PGconn *conn, PGresult *res, const char *what)
+{
+	if (set->error == NULL)
+	{
+		char	   *reason = what ? pstrdup(what) : remote_error(conn, res);
+
+		set->error = MemoryContextStrdup(set->cxt, reason);
+	}
+}
+
+/* Per-session settings and the prepared INSERT.  NULL or the error. */
+static char *
+setup_session(PGconn *conn)
+{
+	const char *values[1] = {replicator_destination_synchronous_commit};
+	char	   *error;
+
+	/*
+	 * synchronous_commit may be off (the default, as for logical
+	 * replication's apply): the position is the destination's own max(id),
+	 * in the same WAL as the rows, so what a crash loses is sent again.
+	 */
+	error = remote_expect(conn,
+						  remote_exec(conn, "SELECT pg_catalog.set_config('synchronous_commit', $1, false)",
+									  1, values),
+						  PGRES_TUPLES_OK);
+	if (error == NULL)
+		error = remote_expect(conn,
+							  remote_exec(conn, "PREPARE " INSERT_STATEMENT
+										  " (pg_catalog.int8[], pg_catalog.timestamptz[], pg_catalog.jsonb[]) AS"
+										  " INSERT INTO events (id, ts, event)"
+										  " SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3))", 0, NULL),
+							  PGRES_COMMAND_OK);
+	return error;
+}
+
+/*
+ * Open the set on a connection already validated (whose server identity is
+ * given), adding sessions up to nsessions.  Each added session must reach
+ * the same database of the same server.  Takes ownership of first: on
+ * failure everything is closed and *error set.
+ */
+ApplySet *
+apply_open(PGconn *first, const char *conninfo, const char *appname,
+		   const char *identity, int nsessions, int64 position,
+		   ApplyCommitted on_commit, char **error)
+{
+	ApplySet   *set = palloc0(sizeof(ApplySet));
+
+	set->cxt = CurrentMemoryContext;
+	set->sessions = palloc0(sizeof(ApplySession) * nsessions);
+	set->order = palloc0(sizeof(int) * nsessions);
+	set->sent_upto = position;
+	set->on_commit = on_commit;
+	set->sessions[0].conn = first;
+	set->nsessions = 1;
+	*error = NULL;
+
+	while (set->nsessions < nsessions)
+	{
+		PGconn	   *conn = remote_connect(conninfo, appname, replicator_connect_timeout, error);
+		char	   *other;
+
+		if (conn == NULL)
+			break;
+		set->sessions[set->nsessions++].conn = conn;
+		other = remote_identity(conn, error);
+		if (other == NULL)
+			break;
+		if (strcmp(other, identity) != 0)
+		{
+			*error = psprintf("another session to the destination reached %s, not %s", other, identity);
+			break;
+		}
+	}
+	for (int i = 0; *error == NULL && i < set->nsessions; i++)
+		*error = setup_session(set->sessions[i].conn);
+	if (*error)
+	{
+		apply_close(set);
+		return NULL;
+	}
+
+	set->waitset = CreateWaitEventSet(set->cxt, nsessions + 2);
+	AddWaitEventToSet(set->waitset, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set->waitset, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (int i = 0; i < set->nsessions; i++)
+		set->sessions[i].event_pos = AddWaitEventToSet(set->waitset, WL_SOCKET_READABLE,
+													   PQsocket(set->sessions[i].conn), NULL, NULL);
+	return set;
+}
+
+/* Close every session: a transaction not yet committed is rolled back. */
+void
+apply_close(ApplySet *set)
+{
+	for (int i = 0; i < set->nsessions; i++)
+		PQfinish(set->sessions[i].conn);
+	if (set->waitset)
+		FreeWaitEventSet(set->waitset);
+	set->waitset = NULL;
+	set->nsessions = 0;
+}
+
+bool
+apply_idle(ApplySet *set)
+{
+	return set->inflight == 0;
+}
+
+/* Where the next batch starts: after the last one sent. */
+int64
+apply_sent_upto(ApplySet *set)
+{
+	return set->sent_upto;
+}
+
+/*
+ * Whether batch can be sent now.  A batch goes out at once when nothing
+ * is under way; beside others only when it is large enough for a
+ * transaction of its own to pay off, and a session is free.
+ */
+bool
+apply_can_take(ApplySet *set, const Batch *batch)
+{
+	if (set->inflight == 0)
+		return true;
+	return batch->params[0] == NULL && batch->copy.len >= PARALLEL_MIN_BYTES &&
+		set->inflight < set->nsessions;
+}
+
+/* The oldest batch has committed: report it and free its session. */
+static void
+committed_head(ApplySet *set)
+{
+	ApplySession *s = &set->sessions[set->order[0]];
+
+	s->step = STEP_IDLE;
+	set->inflight--;
+	memmove(set->order, set->order + 1, sizeof(int) * set->inflight);
+	set->on_commit(s->last_id, s->count, s->bytes);
+}
+
+/* The oldest batch may commit once applied: send its COMMIT. */
+static void
+commit_in_turn(ApplySet *set)
+{
+	ApplySession *s;
+
+	if (set->inflight == 0 || set->error)
+		return;
+	s = &set->sessions[set->order[0]];
+	if (s->step != STEP_APPLIED)
+		return;
+	if (!PQsendQuery(s->conn, "COMMIT"))
+	{
+		fail(set, s->conn, NULL, NULL);
+		return;
+	}
+	s->step = STEP_COMMITTING;
+	s->succeeded = false;
+	(void) PQflush(s->conn);
+}
+
+/* Session i's command has returned all its results. */
+static void
+step_done(ApplySet *set, int i)
+{
+	ApplySession *s = &set->sessions[i];
+
+	if (!s->succeeded)
+	{
+		fail(set, s->conn, NULL, "the destination returned no result");
+		return;
+	}
+	if (s->step == STEP_APPLYING && !s->autocommit)
+	{
+		s->step = STEP_APPLIED;
+		commit_in_turn(set);
+		return;
+	}
+	/* a self-committing batch or a COMMIT: only the oldest can be either */
+	Assert(set->order[0] == i);
+	committed_head(set);
+	commit_in_turn(set);
+}
+
+/*
+ * Send what the sockets take and collect the results that have arrived,
+ * without waiting.  Failures stick in the set.
+ */
+void
+apply_poll(ApplySet *set)
+{
+	for (int i = 0; i < set->nsessions && set->error == NULL; i++)
+	{
+		ApplySession *s = &set->sessions[i];
+
+		/* idle sessions too: a server that ends one is noticed here */
+		if (PQflush(s->conn) < 0 || !PQconsumeInput(s->conn))
+		{
+			fail(set, s->conn, NULL, NULL);
+			return;
+		}
+		if (s->step != STEP_APPLYING && s->step != STEP_COMMITTING)
+			continue;
+		while (!PQisBusy(s->conn))
+		{
+			PGresult   *res = PQgetResult(s->conn);
+
+			if (res == NULL)
+			{
+				step_done(set, i);
+				break;
+			}
+			/* an aborted transaction "commits" with the tag ROLLBACK */
+			if (PQresultStatus(res) != PGRES_COMMAND_OK ||
+				(s->step == STEP_COMMITTING && strcmp(PQcmdStatus(res), "COMMIT") != 0))
+			{
+				fail(set, s->conn, res,
+					 PQresultStatus(res) == PGRES_COMMAND_OK ? "the destination rolled the batch back" : NULL);
+				PQclear(res);
+				return;
+			}
+			PQclear(res);
+			s->succeeded = true;
+		}
+	}
+}
+
+/*
+ * Wait until a session has news or the latch is set, then collect what
+ * arrived.  NULL or the error.
+ */
+char *
+apply_wait(ApplySet *set)
+{
+	WaitEvent	events[REPLICATOR_MAX_SESSIONS + 2];
+	int			n;
+
+	if (set->error)
+		return set->error;
+	for (int i = 0; i < set->nsessions; i++)
+	{
+		ApplySession *s = &set->sessions[i];
+		int			want = WL_SOCKET_READABLE;
+
+		if (PQflush(s->conn) == 1)
+			want |= WL_SOCKET_WRITEABLE;
+		ModifyWaitEvent(set->waitset, s->event_pos, want, NULL);
+	}
+	n = WaitEventSetWait(set->waitset, -1, events, lengthof(events), PG_WAIT_EXTENSION);
+	for (int i = 0; i < n; i++)
+		if (events[i].events & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+	apply_poll(set);
+	return set->error;
+}
+
+/* Send batch on a free session (apply_can_take() said so).  NULL or the error. */
+char *
+apply_send(ApplySet *set, const Batch *batch)
+{
+	ApplySession *s = NULL;
+	bool		autocommit = (set->inflight == 0);
+	int			i;
+
+	if (set->error)
+		return set->error;
+	for (i = 0; i < set->nsessions; i++)
+		if (set->sessions[i].step == STEP_IDLE)
+			break;
+	Assert(i < set->nsessions);
+	s = &set->sessions[i];
+
+	if (autocommit && batch->params[0] != NULL)
+	{
+		const char *values[3];
+		int			lengths[3];
+		int			formats[3] = {1, 1, 1};
+
+		for (int p = 0; p < 3; p++)
+		{
+			values[p] = VARDATA(batch->params[p]);
+			lengths[p] = VARSIZE(batch->params[p]) - VARHDRSZ;
+		}
+		if (!PQsendQueryPrepared(s->conn, INSERT_STATEMENT, 3, values, lengths, formats, 0))
+			fail(set, s->conn, NULL, NULL);
+	}
+	else
+	{
+		char	   *error = remote_expect(s->conn,
+										  remote_exec(s->conn, autocommit ? COPY_SQL : "BEGIN; " COPY_SQL, 0, NULL),
+										  PGRES_COPY_IN);
+
+		if (error)
+			fail(set, s->conn, NULL, error);
+		for (int off = 0; set->error == NULL && off < batch->copy.len; off += COPY_CHUNK_BYTES)
+			if (!remote_queue_copy(s->conn, batch->copy.data + off,
+								   Min(COPY_CHUNK_BYTES, batch->copy.len - off)))
+				fail(set, s->conn, NULL, NULL);
+		if (set->error == NULL && !remote_queue_copy_end(s->conn))
+			fail(set, s->conn, NULL, NULL);
+	}
+	if (set->error)
+		return set->error;
+
+	s->step = STEP_APPLYING;
+	s->autocommit = autocommit;
+	s->succeeded = false;
+	s->last_id = batch->last_id;
+	s->count = batch->count;
+	s->bytes = batch->copy.len;
+	if (autocommit && batch->params[0] != NULL)
+		s->bytes = VARSIZE(batch->params[0]) + VARSIZE(batch->params[1]) +
+			VARSIZE(batch->params[2]) - 3 * VARHDRSZ;
+	set->order[set->inflight++] = i;
+	set->sent_upto = batch->last_id;
+	(void) PQflush(s->conn);
+	return NULL;
+}
