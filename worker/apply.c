@@ -33,8 +33,13 @@
 
 #define COPY_SQL			"COPY events (id, ts, event) FROM STDIN (FORMAT binary)"
 #define INSERT_STATEMENT	"replicator_insert"
-/* COPY data is handed to libpq in pieces of this size. */
-#define COPY_CHUNK_BYTES	(256 * 1024)
+/*
+ * COPY data is handed to libpq in pieces of this size, each once libpq has
+ * sent the last: libpq moves its unsent data to the front of its buffer at
+ * every partial send, which costs more than the sending when the buffer
+ * holds a whole batch.
+ */
+#define COPY_CHUNK_BYTES	(64 * 1024)
 /* Smaller batches are not worth a transaction of their own beside another. */
 #define PARALLEL_MIN_BYTES	(256 * 1024)
 
@@ -52,6 +57,9 @@ typedef struct ApplySession
 	SessionStep step;
 	bool		autocommit;		/* the statement commits by itself */
 	bool		succeeded;		/* the step's command reported success */
+	bool		feeding;		/* COPY data left to hand to libpq */
+	StringInfoData copy;		/* the batch's COPY data */
+	int			copy_queued;	/* how much of it libpq has taken */
 	int			event_pos;		/* its socket in the wait set */
 	int64		last_id;
 	int			count;
@@ -126,6 +134,8 @@ apply_open(PGconn *first, const char *conninfo, const char *appname,
 	set->order = palloc0(sizeof(int) * nsessions);
 	set->sent_upto = position;
 	set->on_commit = on_commit;
+	for (int i = 0; i < nsessions; i++)
+		initStringInfo(&set->sessions[i].copy);
 	set->sessions[0].conn = first;
 	set->nsessions = 1;
 	*error = NULL;
@@ -260,6 +270,44 @@ step_done(ApplySet *set, int i)
 }
 
 /*
+ * Hand the COPY data to libpq as the socket takes it, and end the COPY
+ * after the last piece.  Never waits.
+ */
+static void
+feed(ApplySet *set, ApplySession *s)
+{
+	while (s->feeding)
+	{
+		int			rc = PQflush(s->conn);
+
+		if (rc > 0)
+			return;				/* the socket is full */
+		if (rc == 0 && s->copy_queued < s->copy.len)
+		{
+			int			len = Min(COPY_CHUNK_BYTES, s->copy.len - s->copy_queued);
+
+			rc = PQputCopyData(s->conn, s->copy.data + s->copy_queued, len);
+			if (rc > 0)
+				s->copy_queued += len;
+		}
+		else if (rc == 0)
+		{
+			rc = PQputCopyEnd(s->conn, NULL);
+			if (rc > 0)
+				s->feeding = false;
+		}
+		if (rc < 0)
+		{
+			fail(set, s->conn, NULL, NULL);
+			return;
+		}
+		if (rc == 0)
+			return;				/* libpq could not take it now */
+	}
+	(void) PQflush(s->conn);
+}
+
+/*
  * Send what the sockets take and collect the results that have arrived,
  * without waiting.  Failures stick in the set.
  */
@@ -270,13 +318,20 @@ apply_poll(ApplySet *set)
 	{
 		ApplySession *s = &set->sessions[i];
 
+		if (s->feeding)
+		{
+			feed(set, s);
+			if (set->error)
+				return;
+		}
 		/* idle sessions too: a server that ends one is noticed here */
 		if (PQflush(s->conn) < 0 || !PQconsumeInput(s->conn))
 		{
 			fail(set, s->conn, NULL, NULL);
 			return;
 		}
-		if (s->step != STEP_APPLYING && s->step != STEP_COMMITTING)
+		/* results come once the COPY data has ended */
+		if (s->feeding || (s->step != STEP_APPLYING && s->step != STEP_COMMITTING))
 			continue;
 		while (!PQisBusy(s->conn))
 		{
@@ -319,7 +374,9 @@ apply_wait(ApplySet *set)
 		ApplySession *s = &set->sessions[i];
 		int			want = WL_SOCKET_READABLE;
 
-		if (PQflush(s->conn) == 1)
+		if (s->feeding)
+			feed(set, s);
+		if (s->feeding || PQflush(s->conn) == 1)
 			want |= WL_SOCKET_WRITEABLE;
 		ModifyWaitEvent(set->waitset, s->event_pos, want, NULL);
 	}
@@ -372,12 +429,11 @@ apply_send(ApplySet *set, const Batch *batch)
 
 		if (error)
 			fail(set, s->conn, NULL, error);
-		for (int off = 0; set->error == NULL && off < batch->copy.len; off += COPY_CHUNK_BYTES)
-			if (!remote_queue_copy(s->conn, batch->copy.data + off,
-								   Min(COPY_CHUNK_BYTES, batch->copy.len - off)))
-				fail(set, s->conn, NULL, NULL);
-		if (set->error == NULL && !remote_queue_copy_end(s->conn))
-			fail(set, s->conn, NULL, NULL);
+		/* the session keeps its own copy: the caller's batch is freed */
+		resetStringInfo(&s->copy);
+		appendBinaryStringInfo(&s->copy, batch->copy.data, batch->copy.len);
+		s->copy_queued = 0;
+		s->feeding = true;
 	}
 	if (set->error)
 		return set->error;
@@ -393,6 +449,9 @@ apply_send(ApplySet *set, const Batch *batch)
 			VARSIZE(batch->params[2]) - 3 * VARHDRSZ;
 	set->order[set->inflight++] = i;
 	set->sent_upto = batch->last_id;
-	(void) PQflush(s->conn);
-	return NULL;
+	if (s->feeding)
+		feed(set, s);
+	else
+		(void) PQflush(s->conn);
+	return set->error;
 }

@@ -173,51 +173,6 @@ remote_exec(PGconn *conn, const char *sql, int nparams, const char *const *value
 }
 
 /*
- * Queue COPY data in libpq without waiting for it to be sent (libpq grows
- * its buffer); false if the connection broke.
- */
-bool
-remote_queue_copy(PGconn *conn, const char *data, int len)
-{
-	for (;;)
-	{
-		int			rc = PQputCopyData(conn, data, len);
-
-		if (rc == 1)
-			return true;
-		if (rc < 0)
-			return false;
-		/* libpq could not grow its buffer: wait for room */
-		wait_socket(conn, WL_SOCKET_WRITEABLE, 0);
-	}
-}
-
-/* Queue the end of COPY data; false if the connection broke. */
-bool
-remote_queue_copy_end(PGconn *conn)
-{
-	for (;;)
-	{
-		int			rc = PQputCopyEnd(conn, NULL);
-
-		if (rc == 1)
-			return true;
-		if (rc < 0)
-			return false;
-		wait_socket(conn, WL_SOCKET_WRITEABLE, 0);
-	}
-}
-
-/* Send all that is queued, then return the command's last result. */
-PGresult *
-remote_flush_and_result(PGconn *conn)
-{
-	if (!flush_output(conn))
-		return NULL;
-	return remote_last_result(conn);
-}
-
-/*
  * The last result of the command under way (after COPY data, its final
  * status), or NULL if the connection broke.
  */

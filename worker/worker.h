@@ -133,9 +133,6 @@ extern PGconn *remote_connect(const char *conninfo, const char *appname,
 							  int timeout_ms, char **error);
 extern PGresult *remote_exec(PGconn *conn, const char *sql, int nparams,
 							 const char *const *values);
-extern bool remote_queue_copy(PGconn *conn, const char *data, int len);
-extern bool remote_queue_copy_end(PGconn *conn);
-extern PGresult *remote_flush_and_result(PGconn *conn);
 extern int	remote_get_copy(PGconn *conn, char **buf);
 extern PGresult *remote_last_result(PGconn *conn);
 extern void conninfo_append(StringInfo buf, const char *keyword, const char *value);
