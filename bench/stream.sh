@@ -8,7 +8,9 @@
 #     (subscription disabled while loading, then enabled);
 #   - commit-to-visible latency p50/p99 at about 500 events/s of small events
 #     (bench/load_perf_data.sh), for replicator and for logical replication,
-#     each alone on the machine.
+#     each alone on the machine, two rounds each, alternating, every round
+#     after a checkpoint.
+# For each catch-up it also prints how busy the machine's cores were.
 # Finally replicator.diff checks each destination against the source.
 # Usage: bench/stream.sh [events]   (default 1000000)
 set -euo pipefail
@@ -29,7 +31,12 @@ start_pg "$BASE/$SRC" $SRC "${CONF[@]}" "wal_level = logical" "max_worker_proces
 for p in $D1 $D2 $D3; do start_pg "$BASE/$p" "$p" "${CONF[@]}"; done
 
 q() { local port=$1 db=$2; shift 2; as_pg psql -X -q -At -h /tmp -p "$port" -d "$db" -v ON_ERROR_STOP=1 "$@"; }
+maxid() { q $SRC postgres -c "SELECT max(id) FROM events"; }
 now() { date +%s.%N; }
+# CPU seconds the whole machine spent busy so far (all servers and clients)
+busy() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f", ($2 + $3 + $4 + $7 + $8 + $9) / hz }' /proc/stat; }
+# share of the machine's cores busy between two busy() readings over seconds
+used() { awk -v a="$1" -v b="$2" -v s="$3" -v n="$(nproc)" 'BEGIN { printf "%.0f%%", 100 * (b - a) / (s * n) }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 conn() { echo "host=/tmp port=$1 dbname=$2"; }
 
@@ -56,25 +63,32 @@ echo "loaded in ${load_s}s ($size of JSON)"
 q $SRC postgres -c "CHECKPOINT"
 
 log "replicator: catch-up to one destination"
+c0=$(busy)
 t0=$(now)
 q $SRC postgres -c "SELECT replicator.add_replica('one', '$(conn $D1 one)')"
 [ "$(q $SRC postgres -c "SELECT replicator.wait_for_replica('one', '30 min')")" = t ]
 one_s=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
+one_cpu=$(used "$c0" "$(busy)" "$one_s")
 q $SRC postgres -c "SELECT replicator.pause_replica('one')"
 
 log "raw COPY pipe (binary) between the same servers"
+c0=$(busy)
 t0=$(now)
 as_pg psql -X -h /tmp -p $SRC -d postgres -c "COPY (SELECT id, ts, event FROM events ORDER BY id) TO STDOUT (FORMAT binary)" |
 	as_pg psql -X -q -h /tmp -p $D1 -d raw -c "COPY events FROM STDIN (FORMAT binary)"
 raw_s=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
+raw_cpu=$(used "$c0" "$(busy)" "$raw_s")
 
 log "built-in logical replication: catch-up from its slot"
+c0=$(busy)
 t0=$(now)
 q $D1 lr -c "ALTER SUBSCRIPTION bench ENABLE"
 until [ "$(q $D1 lr -c "SELECT coalesce(max(id), 0) FROM events")" -ge "$EVENTS" ]; do sleep 0.05; done
 lr_s=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
+lr_cpu=$(used "$c0" "$(busy)" "$lr_s")
 
 log "replicator: catch-up to three destinations (three servers)"
+c0=$(busy)
 t0=$(now)
 q $SRC postgres -c "SELECT replicator.add_replica('three_1', '$(conn $D1 three)')" \
 	-c "SELECT replicator.add_replica('three_2', '$(conn $D2 three)')" \
@@ -83,40 +97,59 @@ for r in three_1 three_2 three_3; do
 	[ "$(q $SRC postgres -c "SELECT replicator.wait_for_replica('$r', '30 min')")" = t ]
 done
 three_s=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
+three_cpu=$(used "$c0" "$(busy)" "$three_s")
 for r in three_1 three_2 three_3; do q $SRC postgres -c "SELECT replicator.pause_replica('$r')"; done
 
-log "commit-to-visible latency at ~500 events/s: replicator alone, then logical replication alone"
+log "commit-to-visible latency at ~500 events/s: replicator and logical replication, each alone, alternating, two rounds each"
 q $SRC postgres -c "SELECT replicator.resume_replica('one')"
 [ "$(q $SRC postgres -c "SELECT replicator.wait_for_replica('one', '30 min')")" = t ]
-until [ "$(q $D1 lr -c "SELECT coalesce(max(id), 0) FROM events")" -ge "$(q $SRC postgres -c "SELECT max(id) FROM events")" ]; do sleep 0.05; done
+until [ "$(q $D1 lr -c "SELECT coalesce(max(id), 0) FROM events")" -ge "$(maxid)" ]; do sleep 0.05; done
 for db in one lr; do
 	q $D1 $db -c "CREATE TABLE arrivals (id bigint, at timestamptz)" \
 		-c "CREATE FUNCTION arrived() RETURNS trigger LANGUAGE plpgsql AS \$\$ BEGIN INSERT INTO public.arrivals VALUES (NEW.id, clock_timestamp()); RETURN NULL; END \$\$" \
 		-c "CREATE TRIGGER arrived AFTER INSERT ON events FOR EACH ROW EXECUTE FUNCTION arrived()" \
 		-c "ALTER TABLE events ENABLE ALWAYS TRIGGER arrived"
 done
-# each measured alone on the machine: the other is stopped meanwhile
+# The catch-ups above leave work behind (autovacuum of a million new rows,
+# dirty buffers): do it now, so that neither system's rounds pay for it.
+q $SRC postgres -c "VACUUM (ANALYZE) events"
+for db in one lr three raw; do q $D1 $db -c "VACUUM (ANALYZE) events"; done
+for p in $D2 $D3; do q "$p" three -c "VACUUM (ANALYZE) events"; done
+quiesce() { for p in $SRC $D1 $D2 $D3; do q "$p" postgres -c "CHECKPOINT"; done; }
+perf_load() { "$REPO/bench/load_perf_data.sh" --rate 500 --seconds 20 --clients 2 --host /tmp --port $SRC >/dev/null; }
+# each measured alone: the other is stopped meanwhile; the ids of each
+# system's rounds are kept, since the stopped one catches them up later
+ours_ids=false lr_ids=false
 q $D1 lr -c "ALTER SUBSCRIPTION bench DISABLE"
-ours_from=$(q $SRC postgres -c "SELECT max(id) FROM events")
-"$REPO/bench/load_perf_data.sh" --rate 500 --seconds 20 --clients 2 --host /tmp --port $SRC >/dev/null
-[ "$(q $SRC postgres -c "SELECT replicator.wait_for_replica('one', '5 min')")" = t ]
-ours_to=$(q $SRC postgres -c "SELECT max(id) FROM events")
-q $SRC postgres -c "SELECT replicator.pause_replica('one')" >/dev/null
-q $D1 lr -c "ALTER SUBSCRIPTION bench ENABLE"
-until [ "$(q $D1 lr -c "SELECT coalesce(max(id), 0) FROM events")" -ge "$ours_to" ]; do sleep 0.05; done
-"$REPO/bench/load_perf_data.sh" --rate 500 --seconds 20 --clients 2 --host /tmp --port $SRC >/dev/null
-lr_to=$(q $SRC postgres -c "SELECT max(id) FROM events")
-until [ "$(q $D1 lr -c "SELECT coalesce(max(id), 0) FROM events")" -ge "$lr_to" ]; do sleep 0.05; done
+for round in 1 2; do
+	quiesce
+	from=$(maxid)
+	perf_load
+	[ "$(q $SRC postgres -c "SELECT replicator.wait_for_replica('one', '5 min')")" = t ]
+	to=$(maxid)
+	ours_ids="$ours_ids OR id > $from AND id <= $to"
+	q $SRC postgres -c "SELECT replicator.pause_replica('one')" >/dev/null
+	q $D1 lr -c "ALTER SUBSCRIPTION bench ENABLE"
+	until [ "$(q $D1 lr -c "SELECT coalesce(max(id), 0) FROM events")" -ge "$to" ]; do sleep 0.05; done
+	quiesce
+	perf_load
+	lr_to=$(maxid)
+	until [ "$(q $D1 lr -c "SELECT coalesce(max(id), 0) FROM events")" -ge "$lr_to" ]; do sleep 0.05; done
+	lr_ids="$lr_ids OR id > $to AND id <= $lr_to"
+	q $D1 lr -c "ALTER SUBSCRIPTION bench DISABLE"
+	q $SRC postgres -c "SELECT replicator.resume_replica('one')" >/dev/null
+	[ "$(q $SRC postgres -c "SELECT replicator.wait_for_replica('one', '5 min')")" = t ]
+done
 # ts is taken just before the inserting transaction commits: the latency
 # below includes that commit's flush, the same for both.
 lat() {
 	q $D1 "$1" -c "SELECT round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms))::numeric, 2) || ' ' ||
 	                    round((percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::numeric, 2)
 	               FROM (SELECT extract(epoch FROM a.at - e.ts) * 1000 AS ms
-	                     FROM arrivals a JOIN events e USING (id) WHERE id > $2 AND id <= $3) s"
+	                     FROM arrivals a JOIN events e USING (id) WHERE $2) s"
 }
-read -r ours_p50 ours_p99 <<<"$(lat one "$ours_from" "$ours_to")"
-read -r lr_p50 lr_p99 <<<"$(lat lr "$ours_to" "$lr_to")"
+read -r ours_p50 ours_p99 <<<"$(lat one "$ours_ids")"
+read -r lr_p50 lr_p99 <<<"$(lat lr "$lr_ids")"
 
 log "replicator.diff: every destination equals the source"
 for r in one three_1 three_2 three_3; do
@@ -128,11 +161,12 @@ done
 rate() { awk -v n="$EVENTS" -v s="$1" 'BEGIN { printf "%.0f", n / s }'; }
 echo
 echo "== $EVENTS events, $size of JSON; load took ${load_s}s"
-printf '%-46s %9s %12s\n' "" seconds events/s
-printf '%-46s %9s %12s\n' "replicator catch-up, 1 destination" "$one_s" "$(rate "$one_s")"
-printf '%-46s %9s %12s\n' "replicator catch-up, 3 destinations" "$three_s" "$(rate "$three_s")"
-printf '%-46s %9s %12s\n' "raw binary COPY | COPY pipe" "$raw_s" "$(rate "$raw_s")"
-printf '%-46s %9s %12s\n' "logical replication catch-up" "$lr_s" "$(rate "$lr_s")"
+printf '%-46s %9s %12s %10s\n' "" seconds events/s "CPU busy"
+printf '%-46s %9s %12s %10s\n' "replicator catch-up, 1 destination" "$one_s" "$(rate "$one_s")" "$one_cpu"
+printf '%-46s %9s %12s %10s\n' "replicator catch-up, 3 destinations" "$three_s" "$(rate "$three_s")" "$three_cpu"
+printf '%-46s %9s %12s %10s\n' "raw binary COPY | COPY pipe" "$raw_s" "$(rate "$raw_s")" "$raw_cpu"
+printf '%-46s %9s %12s %10s\n' "logical replication catch-up" "$lr_s" "$(rate "$lr_s")" "$lr_cpu"
+echo "(CPU busy: share of the machine's $(nproc) cores in use during the run, all servers and clients)"
 echo
 echo "replicator / raw COPY pipe (speed):        $(ratio "$raw_s" "$one_s")   (goal >= 0.8)"
 echo "replicator / logical replication (speed):  $(ratio "$lr_s" "$one_s")   (goal >= 2)"

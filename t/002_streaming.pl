@@ -19,14 +19,21 @@ my $source = source_node('source', "replicator.max_events_per_write = $limit");
 my $dest1 = destination_node('dest1');
 my $dest2 = destination_node('dest2');
 
-# dest2 logs every statement's rows: one COPY is one batch.
+# dest2 logs every statement's rows, and which statement it was: one
+# statement is one batch.
 $dest2->safe_psql(
 	'postgres', q{
 CREATE TABLE events (id bigint PRIMARY KEY, ts timestamptz NOT NULL, event jsonb NOT NULL);
-CREATE TABLE batches (n int, first_id bigint, last_id bigint);
+CREATE TABLE batches (n int, first_id bigint, last_id bigint, how text);
 CREATE FUNCTION log_batch() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-	INSERT INTO batches SELECT count(*), min(id), max(id) FROM new_rows;
+	INSERT INTO batches
+	SELECT count(*), min(id), max(id),
+	       CASE WHEN current_query() LIKE 'COPY%' THEN 'copy'
+	            WHEN current_query() LIKE '%unnest%' THEN 'insert arrays'
+	            WHEN current_query() LIKE '%VALUES%' THEN 'insert values'
+	            ELSE current_query() END
+	  FROM new_rows;
 	RETURN NULL;
 END $$;
 CREATE TRIGGER log_batch AFTER INSERT ON events REFERENCING NEW TABLE AS new_rows
@@ -155,6 +162,14 @@ is( $dest2->safe_psql(
 		  WHERE last_id - first_id + 1 <> n}),
 	'0',
 	'every batch is a contiguous range of ids');
+is( $dest2->safe_psql(
+		'postgres', q{SELECT string_agg(how || ':' || ok, ',' ORDER BY how) FROM (
+		  SELECT how, bool_and(CASE how WHEN 'insert values' THEN n = 1
+		                                WHEN 'insert arrays' THEN n BETWEEN 2 AND 64
+		                                ELSE n >= 1 END) AS ok
+		    FROM batches GROUP BY how) s}),
+	'copy:true,insert arrays:true,insert values:true',
+	'batches were written three ways: one event by INSERT VALUES, up to 64 by INSERT of arrays, more by COPY');
 
 $source->stop;
 $dest1->stop;

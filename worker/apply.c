@@ -5,8 +5,8 @@
  *	  that apply batches side by side and commit them strictly in id order.
  *
  * A batch sent while nothing is under way is one self-committing statement:
- * a prepared INSERT ... unnest() when it is small (one round trip, for
- * latency), a COPY otherwise.  While catching up, further large batches go
+ * a prepared INSERT when it is small (VALUES for one event, unnest() of
+ * arrays for a few: one round trip, for latency), a COPY otherwise.  While catching up, further large batches go
  * to the other sessions inside BEGIN ... COPY, and each one's COMMIT is sent
  * only once every batch before it has committed.  So the destination always
  * holds a gapless prefix of the events: readers there never see a gap, and
@@ -33,6 +33,7 @@
 
 #define COPY_SQL			"COPY events (id, ts, event) FROM STDIN (FORMAT binary)"
 #define INSERT_STATEMENT	"replicator_insert"
+#define INSERT_ONE_STATEMENT "replicator_insert_one"
 /*
  * COPY data is handed to libpq in pieces of this size, each once libpq has
  * sent the last: libpq moves its unsent data to the front of its buffer at
@@ -90,7 +91,7 @@ fail(ApplySet *set, PGconn *conn, PGresult *res, const char *what)
 	}
 }
 
-/* Per-session settings and the prepared INSERT.  NULL or the error. */
+/* Per-session settings and the prepared INSERTs.  NULL or the error. */
 static char *
 setup_session(PGconn *conn)
 {
@@ -112,6 +113,12 @@ setup_session(PGconn *conn)
 										  " (pg_catalog.int8[], pg_catalog.timestamptz[], pg_catalog.jsonb[]) AS"
 										  " INSERT INTO events (id, ts, event)"
 										  " SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3))", 0, NULL),
+							  PGRES_COMMAND_OK);
+	if (error == NULL)
+		error = remote_expect(conn,
+							  remote_exec(conn, "PREPARE " INSERT_ONE_STATEMENT
+										  " (pg_catalog.int8, pg_catalog.timestamptz, pg_catalog.jsonb) AS"
+										  " INSERT INTO events (id, ts, event) VALUES ($1, $2, $3)", 0, NULL),
 							  PGRES_COMMAND_OK);
 	return error;
 }
@@ -359,10 +366,10 @@ apply_poll(ApplySet *set)
 
 /*
  * Wait until a session has news or the latch is set, then collect what
- * arrived.  NULL or the error.
+ * arrived.  Sets *woken if the latch was set.  NULL or the error.
  */
 char *
-apply_wait(ApplySet *set)
+apply_wait(ApplySet *set, bool *woken)
 {
 	WaitEvent	events[REPLICATOR_MAX_SESSIONS + 2];
 	int			n;
@@ -386,6 +393,7 @@ apply_wait(ApplySet *set)
 		{
 			ResetLatch(MyLatch);
 			CHECK_FOR_INTERRUPTS();
+			*woken = true;
 		}
 	apply_poll(set);
 	return set->error;
@@ -418,7 +426,8 @@ apply_send(ApplySet *set, const Batch *batch)
 			values[p] = VARDATA(batch->params[p]);
 			lengths[p] = VARSIZE(batch->params[p]) - VARHDRSZ;
 		}
-		if (!PQsendQueryPrepared(s->conn, INSERT_STATEMENT, 3, values, lengths, formats, 0))
+		if (!PQsendQueryPrepared(s->conn, batch->single ? INSERT_ONE_STATEMENT : INSERT_STATEMENT,
+								 3, values, lengths, formats, 0))
 			fail(set, s->conn, NULL, NULL);
 	}
 	else

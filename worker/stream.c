@@ -394,7 +394,15 @@ read_batch(Oid nspid, int64 position, Batch *batch, ApplySet *apply)
 	batch->count = keep;
 	batch->more = have_next;
 	memset(batch->params, 0, sizeof(batch->params));
-	if (keep <= INSERT_MAX_EVENTS && batch->copy.len <= INSERT_MAX_BYTES)
+	batch->single = (keep == 1 && batch->copy.len <= INSERT_MAX_BYTES);
+	if (batch->single)
+	{
+		/* the common case when streaming live: plain values, no arrays */
+		batch->params[0] = OidSendFunctionCall(F_INT8SEND, ids[0]);
+		batch->params[1] = OidSendFunctionCall(F_TIMESTAMPTZ_SEND, tss[0]);
+		batch->params[2] = OidSendFunctionCall(F_JSONB_SEND, events[0]);
+	}
+	else if (keep <= INSERT_MAX_EVENTS && batch->copy.len <= INSERT_MAX_BYTES)
 	{
 		batch->params[0] = array_param(ids, keep, INT8OID);
 		batch->params[1] = array_param(tss, keep, TIMESTAMPTZOID);
@@ -434,6 +442,7 @@ stream(ApplySet *apply, Oid nspid)
 	TimestampTz last_config_check = 0;
 	uint64		seen_generation = 0;
 	uint64		generation;
+	bool		read_due = true;
 
 	for (;;)
 	{
@@ -448,6 +457,25 @@ stream(ApplySet *apply, Oid nspid)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		/*
+		 * After a read that reached the end, nothing new can be there until
+		 * a commit sets the latch (or poll_interval passes): wait, and let
+		 * the destination have the CPU meanwhile.
+		 */
+		if (!read_due)
+		{
+			if (apply_idle(apply))
+			{
+				report(REPLICA_STREAMING);
+				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 replicator_poll_interval, PG_WAIT_EXTENSION);
+				read_due = true;
+			}
+			else if ((error = apply_wait(apply, &read_due)) != NULL)
+				return error;
+			continue;
 		}
 
 		/* the latch is reset before reading, so no commit goes unnoticed */
@@ -481,23 +509,20 @@ stream(ApplySet *apply, Oid nspid)
 		end_local();
 		MemoryContextSwitchTo(conn_cxt);
 
+		/* read again at once only if rows beyond this batch were seen */
+		read_due = have_batch && batch.more;
 		if (!have_batch)
-		{
-			if (apply_idle(apply))
-			{
-				report(REPLICA_STREAMING);
-				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-								 replicator_poll_interval, PG_WAIT_EXTENSION);
-			}
-			else if ((error = apply_wait(apply)) != NULL)
-				return error;
 			continue;
-		}
 
 		report(batch.more ? REPLICA_CATCHING_UP : REPLICA_STREAMING);
 		while (!apply_can_take(apply, &batch))
-			if ((error = apply_wait(apply)) != NULL)
+		{
+			bool		woken = false;
+
+			if ((error = apply_wait(apply, &woken)) != NULL)
 				return error;
+			read_due |= woken;
+		}
 		if ((error = apply_send(apply, &batch)) != NULL)
 			return error;
 	}

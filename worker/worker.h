@@ -107,8 +107,13 @@ typedef struct Batch
 	int64		last_id;
 	int			count;
 	bool		more;			/* events beyond this batch were seen */
-	/* a small batch also as binary int8[], timestamptz[], jsonb[]; else NULL */
+	/*
+	 * A small batch also as binary parameters of one INSERT: int8[],
+	 * timestamptz[], jsonb[], or for a single event (single) int8,
+	 * timestamptz, jsonb.  Else NULL.
+	 */
 	bytea	   *params[3];
+	bool		single;
 } Batch;
 
 /* apply.c: sessions to one destination, committing batches in order */
@@ -126,7 +131,7 @@ extern int64 apply_sent_upto(ApplySet *set);
 extern bool apply_can_take(ApplySet *set, const Batch *batch);
 extern char *apply_send(ApplySet *set, const Batch *batch);
 extern void apply_poll(ApplySet *set);
-extern char *apply_wait(ApplySet *set);
+extern char *apply_wait(ApplySet *set, bool *woken);
 
 /* connection.c: non-blocking libpq, waiting on the latch and the socket */
 extern PGconn *remote_connect(const char *conninfo, const char *appname,
