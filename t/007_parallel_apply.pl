@@ -85,4 +85,16 @@ is( $source->safe_psql('postgres',
 		q{SELECT events_sent >= 200000 AND last_error IS NOT NULL FROM replicator.replica_status}),
 	't', 'replica_status counts the events sent and reports the outages');
 
+# --- a second session that cannot be had: the worker applies in one
+$dest->safe_psql('postgres',
+	q{CREATE ROLE limited LOGIN CONNECTION LIMIT 1; CREATE DATABASE limited OWNER limited});
+my $conn = $dest->connstr('limited') . ' user=limited';
+$source->safe_psql('postgres', "SELECT replicator.add_replica('one_session', \$\$$conn\$\$)");
+ok(wait_replica($source, 'one_session'), 'a destination that allows one session is streamed to');
+is($dest->safe_psql('limited', 'SELECT count(*) = max(id) AND max(id) = ' . $total . ' FROM events'),
+	't', 'it holds every event');
+ok( $source->log_contains(
+		'replicator:postgres:one_session: applying in 1 session\(s\) instead of 2'),
+	'the log says it applies in one session, and why');
+
 done_testing();

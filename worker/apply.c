@@ -124,10 +124,34 @@ setup_session(PGconn *conn)
 }
 
 /*
+ * Another session to the destination, or NULL with *error set.  It must
+ * reach the same database of the same server as the first.
+ */
+static PGconn *
+add_session(const char *conninfo, const char *appname, const char *identity, char **error)
+{
+	PGconn	   *conn = remote_connect(conninfo, appname, replicator_connect_timeout, error);
+	char	   *other;
+
+	if (conn == NULL)
+		return NULL;
+	other = remote_identity(conn, error);
+	if (other != NULL && strcmp(other, identity) != 0)
+		*error = psprintf("it reached %s, not %s", other, identity);
+	if (other == NULL || strcmp(other, identity) != 0 || (*error = setup_session(conn)) != NULL)
+	{
+		PQfinish(conn);
+		return NULL;
+	}
+	return conn;
+}
+
+/*
  * Open the set on a connection already validated (whose server identity is
- * given), adding sessions up to nsessions.  Each added session must reach
- * the same database of the same server.  Takes ownership of first: on
- * failure everything is closed and *error set.
+ * given), adding sessions up to nsessions.  Takes ownership of first: on
+ * failure it is closed and *error set.  Added sessions are a bonus: one
+ * that cannot be had (too many connections there, say) is logged, and the
+ * set works with fewer.
  */
 ApplySet *
 apply_open(PGconn *first, const char *conninfo, const char *appname,
@@ -145,34 +169,30 @@ apply_open(PGconn *first, const char *conninfo, const char *appname,
 		initStringInfo(&set->sessions[i].copy);
 	set->sessions[0].conn = first;
 	set->nsessions = 1;
-	*error = NULL;
 
-	while (set->nsessions < nsessions)
-	{
-		PGconn	   *conn = remote_connect(conninfo, appname, replicator_connect_timeout, error);
-		char	   *other;
-
-		if (conn == NULL)
-			break;
-		set->sessions[set->nsessions++].conn = conn;
-		other = remote_identity(conn, error);
-		if (other == NULL)
-			break;
-		if (strcmp(other, identity) != 0)
-		{
-			*error = psprintf("another session to the destination reached %s, not %s", other, identity);
-			break;
-		}
-	}
-	for (int i = 0; *error == NULL && i < set->nsessions; i++)
-		*error = setup_session(set->sessions[i].conn);
+	*error = setup_session(first);
 	if (*error)
 	{
 		apply_close(set);
 		return NULL;
 	}
+	while (set->nsessions < nsessions)
+	{
+		char	   *why;
+		PGconn	   *conn = add_session(conninfo, appname, identity, &why);
 
-	set->waitset = CreateWaitEventSet(set->cxt, nsessions + 2);
+		if (conn == NULL)
+		{
+			ereport(LOG,
+					(errmsg("replicator: %s: applying in %d session(s) instead of %d",
+							appname, set->nsessions, nsessions),
+					 errdetail("Another session to the destination failed: %s", why)));
+			break;
+		}
+		set->sessions[set->nsessions++].conn = conn;
+	}
+
+	set->waitset = CreateWaitEventSet(set->cxt, set->nsessions + 2);
 	AddWaitEventToSet(set->waitset, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(set->waitset, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	for (int i = 0; i < set->nsessions; i++)

@@ -267,6 +267,12 @@ mark_invalid(const char *reason)
 	stop_streaming("destination is invalid until replicator.resume_replica() is called");
 }
 
+/* id, ts and where its COPY row ends, of each event of the batch being read */
+static Datum *ids = NULL;
+static Datum *tss = NULL;
+static int *ends = NULL;
+static int	row_capacity = 0;
+
 /* elems as the binary send form of an array, for a parameter of the INSERT */
 static bytea *
 array_param(Datum *elems, int n, Oid elemtype)
@@ -297,16 +303,31 @@ read_batch(Oid nspid, int64 position, Batch *batch, ApplySet *apply)
 	Datum		args[2];
 	FmgrInfo	jsonb_send_info;
 	int			n = 0;
-	Datum	   *ids = palloc(sizeof(Datum) * (limit + 1));
-	Datum	   *tss = palloc(sizeof(Datum) * (limit + 1));
-	Datum	   *events = palloc(sizeof(Datum) * INSERT_MAX_EVENTS);
-	int		   *ends = palloc(sizeof(int) * (limit + 1));
+	Datum		events[INSERT_MAX_EVENTS];
 	bool		have_next = false;
 	TimestampTz next_ts = 0;
 	int			keep;
 	bool		isnull;
 
 	fmgr_info(F_JSONB_SEND, &jsonb_send_info);
+
+	/*
+	 * Per-event arrays live as long as the worker: allocated per batch, they
+	 * made malloc grow and trim its heap at every wakeup.
+	 */
+	if (row_capacity < limit + 1)
+	{
+		if (ids)
+		{
+			pfree(ids);
+			pfree(tss);
+			pfree(ends);
+		}
+		ids = MemoryContextAlloc(TopMemoryContext, sizeof(Datum) * (limit + 1));
+		tss = MemoryContextAlloc(TopMemoryContext, sizeof(Datum) * (limit + 1));
+		ends = MemoryContextAlloc(TopMemoryContext, sizeof(int) * (limit + 1));
+		row_capacity = limit + 1;
+	}
 
 	prepare_plans(nspid);
 	args[0] = Int64GetDatum(position);
