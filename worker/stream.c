@@ -15,9 +15,9 @@
  * transaction open, so a slow destination holds no lock on the source.  It
  * holds at most replicator.max_events_per_write events and ends at an
  * insert_events call boundary (ts changes there) unless one call alone is
- * larger.  Rows travel in binary (COPY, or array parameters for a small
- * batch): values arrive exactly.  Each batch is one destination
- * transaction; apply.c sends them and commits them in order.
+ * larger.  Rows travel in binary (COPY data, or the parameters of one
+ * INSERT for a small batch): values arrive exactly.  Each batch is one
+ * destination transaction; apply.c sends them and commits them in order.
  *
  *-------------------------------------------------------------------------
  */
