@@ -6,18 +6,19 @@
  *
  * A batch sent while nothing is under way is one self-committing statement:
  * a prepared INSERT when it is small (VALUES for one event, unnest() of
- * arrays for a few: one round trip, for latency), a COPY otherwise.  While catching up, further large batches go
- * to the other sessions inside BEGIN ... COPY, and each one's COMMIT is sent
- * only once every batch before it has committed.  So the destination always
- * holds a gapless prefix of the events: readers there never see a gap, and
- * its max(id) stays the exact position after any failure, since a
- * transaction whose COMMIT was not sent is rolled back when its session
- * closes.
+ * arrays for a few: one round trip, for latency), a COPY otherwise.  While
+ * catching up, further large batches go to the other sessions inside
+ * BEGIN ... COPY, and each one's COMMIT is sent only once every batch
+ * before it has committed.  So the destination always holds a gapless
+ * prefix of the events: readers there never see a gap, and its max(id)
+ * stays the exact position after any failure, since a transaction whose
+ * COMMIT was not sent is rolled back when its session closes.
  *
- * Nothing here blocks: results are collected as they arrive, by
- * apply_poll() between the rows of the next batch and by apply_wait() on
- * the latch and every session's socket.  The first failure sticks; the
- * caller then closes the set and reconnects.
+ * Results are collected as they arrive, by apply_poll() between the rows
+ * of the next batch and by apply_wait() on the latch and every session's
+ * socket; the only other waits (connecting, the start of a COPY) are on the
+ * latch and the socket too.  The first failure sticks; the caller then
+ * closes the set and reconnects.
  *
  *-------------------------------------------------------------------------
  */
