@@ -11,8 +11,9 @@ use Test::More;
 use ReplicatorTest;
 
 # The poll interval is an hour: events can only arrive promptly if the
-# commit wakes the worker.
-my $source = source_node('source', 'replicator.poll_interval = 1h', "listen_addresses = '127.0.0.1'");
+# commit wakes the worker.  One destination session: batches one at a time.
+my $source = source_node('source', 'replicator.poll_interval = 1h',
+	'replicator.destination_sessions = 1', "listen_addresses = '127.0.0.1'");
 my $dest = destination_node('dest');
 $dest->append_conf('postgresql.conf', "listen_addresses = '127.0.0.1'\n");
 $dest->restart;
@@ -35,6 +36,16 @@ add_replica($source, 'main', $dest);
 ok(wait_replica($source, 'main'), 'the destination caught up');
 $source->safe_psql('postgres', q{SELECT insert_events(ARRAY['{"woken":"at commit"}']::jsonb[])});
 ok(wait_replica($source, 'main', 10), 'a committed event arrives within seconds with poll_interval = 1h: the commit woke the worker');
+
+# --- one session: a backlog of several COPY batches, one at a time
+$source->safe_psql('postgres',
+	q{SELECT insert_events(ARRAY(SELECT jsonb_build_object('backlog', c, 'k', k, 'pad', repeat('y', 40)) FROM generate_series(1, 2000) k))
+	    FROM generate_series(1, 15) c});
+ok(wait_replica($source, 'main'), 'a backlog arrives with replicator.destination_sessions = 1');
+compare_events($source, $dest, 'the destination equals the source');
+is($dest->safe_psql('postgres',
+		q{SELECT count(*) FROM pg_stat_activity WHERE application_name = 'replicator:postgres:main'}),
+	'1', 'the worker holds one session to the destination');
 
 # --- the same servers reached by other addresses
 my ($src_port, $dst_port) = ($source->port, $dest->port);
