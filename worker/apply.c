@@ -92,6 +92,20 @@ fail(ApplySet *set, PGconn *conn, PGresult *res, const char *what)
 	}
 }
 
+/*
+ * The statements small batches use.  ROWS FROM spells out what unnest() of
+ * several arrays means, since that shorthand exists only unqualified.
+ */
+static const char *const insert_statements[] = {
+	"PREPARE " INSERT_STATEMENT
+	" (pg_catalog.int8[], pg_catalog.timestamptz[], pg_catalog.jsonb[]) AS"
+	" INSERT INTO events (id, ts, event) SELECT * FROM ROWS FROM"
+	" (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3))",
+	"PREPARE " INSERT_ONE_STATEMENT
+	" (pg_catalog.int8, pg_catalog.timestamptz, pg_catalog.jsonb) AS"
+	" INSERT INTO events (id, ts, event) VALUES ($1, $2, $3)",
+};
+
 /* Per-session settings and the prepared INSERTs.  NULL or the error. */
 static char *
 setup_session(PGconn *conn)
@@ -108,18 +122,8 @@ setup_session(PGconn *conn)
 						  remote_exec(conn, "SELECT pg_catalog.set_config('synchronous_commit', $1, false)",
 									  1, values),
 						  PGRES_TUPLES_OK);
-	if (error == NULL)
-		error = remote_expect(conn,
-							  remote_exec(conn, "PREPARE " INSERT_STATEMENT
-										  " (pg_catalog.int8[], pg_catalog.timestamptz[], pg_catalog.jsonb[]) AS"
-										  " INSERT INTO events (id, ts, event)"
-										  " SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3))", 0, NULL),
-							  PGRES_COMMAND_OK);
-	if (error == NULL)
-		error = remote_expect(conn,
-							  remote_exec(conn, "PREPARE " INSERT_ONE_STATEMENT
-										  " (pg_catalog.int8, pg_catalog.timestamptz, pg_catalog.jsonb) AS"
-										  " INSERT INTO events (id, ts, event) VALUES ($1, $2, $3)", 0, NULL),
+	for (size_t i = 0; error == NULL && i < lengthof(insert_statements); i++)
+		error = remote_expect(conn, remote_exec(conn, insert_statements[i], 0, NULL),
 							  PGRES_COMMAND_OK);
 	return error;
 }
