@@ -144,18 +144,28 @@ replicator_catalog_generation(Oid dboid)
 	return generation;
 }
 
+/*
+ * The latches are set after the lock is released, so that a woken worker
+ * does not at once wait for the lock its waker still holds.  A latch is its
+ * process's PGPROC latch: setting one whose worker just left is harmless.
+ */
 static void
 wake_database_workers(Oid dboid)
 {
+	Latch	   *latches[REPLICATOR_MAX_REPLICAS];
+	int			n = 0;
+
 	LWLockAcquire(ReplicatorState->lock, LW_SHARED);
 	for (int i = 0; i < REPLICATOR_MAX_REPLICAS; i++)
 	{
 		ReplicaSlot *slot = &ReplicatorState->slots[i];
 
 		if (slot->in_use && slot->dboid == dboid && slot->latch != NULL)
-			SetLatch(slot->latch);
+			latches[n++] = slot->latch;
 	}
 	LWLockRelease(ReplicatorState->lock);
+	for (int i = 0; i < n; i++)
+		SetLatch(latches[i]);
 }
 
 static void

@@ -123,9 +123,16 @@ typedef struct ReplicaConfig
 	Oid			nspid;			/* the event source's schema */
 } ReplicaConfig;
 
+/*
+ * Our state in shared memory.  We are the only writer of our slot's state
+ * while we hold the slot, so it may be read without the lock, which is
+ * taken only for a change.
+ */
 static void
 report(ReplicaState state)
 {
+	if (slot->state == state)
+		return;
 	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
 	slot->state = state;
 	LWLockRelease(ReplicatorState->lock);
