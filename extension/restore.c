@@ -87,12 +87,13 @@ local_int8(const char *sql)
 static PGresult *
 remote_row(PGconn *conn, const char *sql, const char *what)
 {
-	PGresult   *res = remote_exec(conn, sql, 0, NULL);
+	char	   *error;
+	PGresult   *res = remote_one_row(conn, sql, 0, NULL, &error);
 
-	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+	if (res == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("restore_events: could not %s: %s", what, remote_error(conn, res))));
+				 errmsg("restore_events: could not %s: %s", what, error)));
 	return res;
 }
 

@@ -199,6 +199,26 @@ remote_last_result(PGconn *conn)
 }
 
 /*
+ * Run sql and return its result, which must be exactly one row; else NULL
+ * with *error set (and no result to clear).
+ */
+PGresult *
+remote_one_row(PGconn *conn, const char *sql, int nparams, const char *const *values,
+			   char **error)
+{
+	PGresult   *res = remote_exec(conn, sql, nparams, values);
+
+	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+	{
+		*error = remote_error(conn, res);
+		if (res)
+			PQclear(res);
+		return NULL;
+	}
+	return res;
+}
+
+/*
  * NULL if res has the expected status, else the error; clears res either
  * way (res NULL: the connection broke).
  */

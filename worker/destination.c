@@ -49,20 +49,15 @@ char *
 remote_identity(PGconn *conn, char **error)
 {
 	/* pg_control_system() may be denied: then port and name alone */
-	PGresult   *res = remote_exec(conn,
-								  "SELECT coalesce((SELECT system_identifier::text FROM pg_catalog.pg_control_system()"
-								  "  WHERE pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')), '?')"
-								  " || '/' || pg_catalog.current_setting('port') || '/' || pg_catalog.current_database()",
-								  0, NULL);
+	PGresult   *res = remote_one_row(conn,
+									 "SELECT coalesce((SELECT system_identifier::text FROM pg_catalog.pg_control_system()"
+									 "  WHERE pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')), '?')"
+									 " || '/' || pg_catalog.current_setting('port') || '/' || pg_catalog.current_database()",
+									 0, NULL, error);
 	char	   *identity;
 
-	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
-	{
-		*error = remote_error(conn, res);
-		if (res)
-			PQclear(res);
+	if (res == NULL)
 		return NULL;
-	}
 	identity = pstrdup(PQgetvalue(res, 0, 0));
 	PQclear(res);
 	return identity;
@@ -143,20 +138,15 @@ first_event_matches(PGconn *conn, SourceFacts *facts, char **detail)
 	params[0] = psprintf(INT64_FORMAT, facts->first_id);
 	params[1] = psprintf(INT64_FORMAT, (int64) facts->first_ts);
 	params[2] = facts->first_event;
-	res = remote_exec(conn,
-					  "SELECT id = $1::bigint"
-					  " AND ts = '2000-01-01 00:00:00+00'::timestamptz + $2::bigint * interval '1 microsecond'"
-					  " AND event::text = $3,"
-					  " id, ts, pg_catalog.left(event::text, 200)"
-					  " FROM events ORDER BY id LIMIT 1",
-					  3, (const char *const *) params);
-	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
-	{
-		*detail = remote_error(conn, res);
-		if (res)
-			PQclear(res);
+	res = remote_one_row(conn,
+						 "SELECT id = $1::bigint"
+						 " AND ts = '2000-01-01 00:00:00+00'::timestamptz + $2::bigint * interval '1 microsecond'"
+						 " AND event::text = $3,"
+						 " id, ts, pg_catalog.left(event::text, 200)"
+						 " FROM events ORDER BY id LIMIT 1",
+						 3, (const char *const *) params, detail);
+	if (res == NULL)
 		return false;
-	}
 	same = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
 	if (!same)
 		*detail = psprintf("the destination's first event (id %s, ts %s, %s) differs from the source's (id " INT64_FORMAT ", ts %s, %.200s)",
@@ -183,15 +173,11 @@ static PGresult *
 query_row(PGconn *conn, const char *sql, int nparams, const char *const *values,
 		  List **checks, const char *check)
 {
-	PGresult   *res = remote_exec(conn, sql, nparams, values);
+	char	   *error;
+	PGresult   *res = remote_one_row(conn, sql, nparams, values, &error);
 
-	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
-	{
-		*checks = add_check(*checks, check, false, remote_error(conn, res));
-		if (res)
-			PQclear(res);
-		return NULL;
-	}
+	if (res == NULL)
+		*checks = add_check(*checks, check, false, error);
 	return res;
 }
 

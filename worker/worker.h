@@ -140,6 +140,8 @@ extern PGresult *remote_exec(PGconn *conn, const char *sql, int nparams,
 							 const char *const *values);
 extern int	remote_get_copy(PGconn *conn, char **buf);
 extern PGresult *remote_last_result(PGconn *conn);
+extern PGresult *remote_one_row(PGconn *conn, const char *sql, int nparams,
+								const char *const *values, char **error);
 extern void conninfo_append(StringInfo buf, const char *keyword, const char *value);
 extern char *remote_error(PGconn *conn, PGresult *res);
 extern char *remote_expect(PGconn *conn, PGresult *res, ExecStatusType expected);
