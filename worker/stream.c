@@ -23,6 +23,10 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
@@ -43,6 +47,8 @@
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -56,6 +62,11 @@
 #define INSERT_MAX_BYTES	(256 * 1024)
 #define MAX_BACKOFF_MS		30000
 
+/* the columns of events, as replicator--1.0.sql creates it */
+#define EVENTS_ID		1
+#define EVENTS_TS		2
+#define EVENTS_EVENT	3
+
 static const char copy_header[] = "PGCOPY\n\377\r\n\0";
 
 static int	slotno;
@@ -64,54 +75,28 @@ static char *replica;			/* our destination's name */
 static char *appname;
 
 /*
- * Saved plans of the worker's own queries, prepared once: a small batch
- * should cost a wakeup, not three parses.  nspid is the schema they were
- * prepared for.
+ * The catalog query, planned once: it runs at every change of the catalog.
+ * The plan cache plans it again if replicator.replicas is replaced.
  */
-static Oid	plans_nspid = InvalidOid;
 static SPIPlanPtr config_plan = NULL;
-static SPIPlanPtr batch_plan = NULL;
 
-/* cursor_options: CURSOR_OPT_FAST_PLAN for a plan read in fetches */
 static SPIPlanPtr
-keep_plan(const char *sql, int nargs, Oid *argtypes, int cursor_options)
+get_config_plan(void)
 {
-	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
-static void
-prepare_plans(Oid nspid)
-{
-	const char *nsp;
+	const char *sql = "SELECT conninfo, require_password FROM replicator.replicas"
+		" WHERE name = $1 AND enabled AND invalid_reason IS NULL";
 	Oid			text_arg[1] = {TEXTOID};
-	Oid			range_args[2] = {INT8OID, INT8OID};
 
-	if (plans_nspid == nspid)
-		return;
-	if (config_plan)
+	if (config_plan == NULL)
 	{
-		SPI_freeplan(config_plan);
-		SPI_freeplan(batch_plan);
-	}
-	nsp = quote_identifier(get_namespace_name(nspid));
-	config_plan = keep_plan("SELECT conninfo, require_password FROM replicator.replicas"
-							" WHERE name = $1 AND enabled AND invalid_reason IS NULL",
-							1, text_arg, 0);
+		SPIPlanPtr	plan = SPI_prepare(sql, 1, text_arg);
 
-	/*
-	 * ids are gapless: the range (position, position + limit + 1].  Read in
-	 * fetches, so planned for a fast start: the primary key's order, never a
-	 * sort, even before the table has statistics.
-	 */
-	batch_plan = keep_plan(psprintf("SELECT id, ts, event FROM %s.events"
-									" WHERE id > $1 AND id <= $2 ORDER BY id", nsp),
-						   2, range_args, CURSOR_OPT_FAST_PLAN);
-	plans_nspid = nspid;
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		config_plan = plan;
+	}
+	return config_plan;
 }
 
 /* What the catalog says about our destination. */
@@ -228,9 +213,8 @@ read_config(void)
 	/* checked first: a dropped extension never reaches a saved plan */
 	if (!OidIsValid(nspid))
 		return config;
-	prepare_plans(nspid);
 	args[0] = CStringGetTextDatum(replica);
-	if (SPI_execute_plan(config_plan, args, NULL, true, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(get_config_plan(), args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read replicator.replicas");
 	if (SPI_processed != 1)
 		return config;
@@ -295,26 +279,64 @@ array_param(Datum *elems, int n, Oid elemtype)
 }
 
 /*
+ * Open nspid.events and its primary key for reading.  The worker reads with
+ * an index scan of its own rather than a query: on a live stream a batch is
+ * one or two rows, and a query's executor start and portal cost more than
+ * the rows do.
+ */
+static Relation
+open_events(Oid nspid, Relation *pkey)
+{
+	Oid			relid = get_relname_relid("events", nspid);
+	Relation	rel;
+	TupleDesc	desc;
+	Oid			pkeyid;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table \"%s.events\" does not exist", get_namespace_name(nspid))));
+	rel = table_open(relid, AccessShareLock);
+	desc = RelationGetDescr(rel);
+	pkeyid = RelationGetPrimaryKeyIndex(rel);
+	*pkey = OidIsValid(pkeyid) ? index_open(pkeyid, AccessShareLock) : NULL;
+
+	/* the extension's own definition, which its guards keep */
+	if (desc->natts < EVENTS_EVENT ||
+		TupleDescAttr(desc, EVENTS_ID - 1)->atttypid != INT8OID ||
+		TupleDescAttr(desc, EVENTS_TS - 1)->atttypid != TIMESTAMPTZOID ||
+		TupleDescAttr(desc, EVENTS_EVENT - 1)->atttypid != JSONBOID ||
+		*pkey == NULL || (*pkey)->rd_index->indnatts != 1 ||
+		(*pkey)->rd_index->indkey.values[0] != EVENTS_ID)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("table \"%s\" is not the event source's events table",
+						RelationGetRelationName(rel)),
+				 errdetail("Expected columns id bigint, ts timestamptz and event jsonb, with the primary key on id.")));
+	return rel;
+}
+
+/*
  * Read the next batch after position into batch as binary COPY (and, when
- * small, as INSERT parameters).  Needs a local transaction.  Returns false
- * if there is nothing new.  Between fetches the batches under way in apply
- * move on.
+ * small, as INSERT parameters).  Needs a local transaction and its
+ * snapshot.  Returns false if there is nothing new.  Between rows the
+ * batches under way in apply move on.
  */
 static bool
 read_batch(Oid nspid, int64 position, Batch *batch, ApplySet *apply)
 {
-	/* SPI calls return in SPI's own context: the batch must outlive it */
-	MemoryContext batch_cxt = CurrentMemoryContext;
 	int			limit = replicator_max_events_per_write;
-	Portal		portal;
-	Datum		args[2];
+	Relation	rel;
+	Relation	pkey;
+	IndexScanDesc scan;
+	TupleTableSlot *row;
+	ScanKeyData key;
 	FmgrInfo	jsonb_send_info;
 	int			n = 0;
 	Datum		events[INSERT_MAX_EVENTS];
 	bool		have_next = false;
 	TimestampTz next_ts = 0;
 	int			keep;
-	bool		isnull;
 
 	fmgr_info(F_JSONB_SEND, &jsonb_send_info);
 
@@ -336,68 +358,67 @@ read_batch(Oid nspid, int64 position, Batch *batch, ApplySet *apply)
 		row_capacity = limit + 1;
 	}
 
-	prepare_plans(nspid);
-	args[0] = Int64GetDatum(position);
-	args[1] = Int64GetDatum(position + limit + 1);
-	portal = SPI_cursor_open(NULL, batch_plan, args, NULL, true);
-	MemoryContextSwitchTo(batch_cxt);
-
 	initStringInfo(&batch->copy);
 	appendBinaryStringInfo(&batch->copy, copy_header, sizeof(copy_header) - 1);
 	pq_sendint32(&batch->copy, 0);	/* flags */
 	pq_sendint32(&batch->copy, 0);	/* header extension length */
 
-	while (!have_next)
+	/* id > position, in id order: ids are gapless, so the first is ours */
+	rel = open_events(nspid, &pkey);
+	row = table_slot_create(rel, NULL);
+	ScanKeyInit(&key, 1, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(position));
+	scan = index_beginscan(rel, pkey, GetActiveSnapshot(), 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+
+	while (index_getnext_slot(scan, ForwardScanDirection, row))
 	{
+		int64		id;
+		TimestampTz ts;
+		Datum		value;
+		bool		isnull;
+		bytea	   *event;
+
 		CHECK_FOR_INTERRUPTS();
-		apply_poll(apply);
-		SPI_cursor_fetch(portal, true, 256);
-		MemoryContextSwitchTo(batch_cxt);
-		if (SPI_processed == 0)
-			break;
-		for (uint64 r = 0; r < SPI_processed; r++)
+		if (n % 256 == 255)
+			apply_poll(apply);
+		id = DatumGetInt64(slot_getattr(row, EVENTS_ID, &isnull));
+		ts = DatumGetTimestampTz(slot_getattr(row, EVENTS_TS, &isnull));
+		if (n == limit || (n > 0 && batch->copy.len >= BATCH_MAX_BYTES))
 		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-			TimestampTz ts = DatumGetTimestampTz(SPI_getbinval(tup, desc, 2, &isnull));
-			Datum		value = SPI_getbinval(tup, desc, 3, &isnull);
-			bytea	   *event;
-
-			if (n == limit || (n > 0 && batch->copy.len >= BATCH_MAX_BYTES))
-			{
-				/* the first event not taken: does its call continue ours? */
-				have_next = true;
-				next_ts = ts;
-				break;
-			}
-			if (id != position + n + 1)
-				ereport(ERROR,
-						(errcode(ERRCODE_DATA_CORRUPTED),
-						 errmsg("events has a gap: id " INT64_FORMAT " follows " INT64_FORMAT,
-								id, position + n)));
-			event = SendFunctionCall(&jsonb_send_info, value);
-
-			pq_sendint16(&batch->copy, 3);
-			pq_sendint32(&batch->copy, 8);
-			pq_sendint64(&batch->copy, id);
-			pq_sendint32(&batch->copy, 8);
-			pq_sendint64(&batch->copy, ts);
-			pq_sendint32(&batch->copy, VARSIZE(event) - VARHDRSZ);
-			appendBinaryStringInfo(&batch->copy, VARDATA(event), VARSIZE(event) - VARHDRSZ);
-			pfree(event);
-
-			ids[n] = Int64GetDatum(id);
-			tss[n] = TimestampTzGetDatum(ts);
-			if (n < INSERT_MAX_EVENTS)
-				events[n] = datumCopy(value, false, -1);
-			ends[n] = batch->copy.len;
-			n++;
+			/* the first event not taken: does its call continue ours? */
+			have_next = true;
+			next_ts = ts;
+			break;
 		}
-		SPI_freetuptable(SPI_tuptable);
+		if (id != position + n + 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("events has a gap: id " INT64_FORMAT " follows " INT64_FORMAT,
+							id, position + n)));
+		value = slot_getattr(row, EVENTS_EVENT, &isnull);
+		event = SendFunctionCall(&jsonb_send_info, value);
+
+		pq_sendint16(&batch->copy, 3);
+		pq_sendint32(&batch->copy, 8);
+		pq_sendint64(&batch->copy, id);
+		pq_sendint32(&batch->copy, 8);
+		pq_sendint64(&batch->copy, ts);
+		pq_sendint32(&batch->copy, VARSIZE(event) - VARHDRSZ);
+		appendBinaryStringInfo(&batch->copy, VARDATA(event), VARSIZE(event) - VARHDRSZ);
+		pfree(event);
+
+		ids[n] = Int64GetDatum(id);
+		tss[n] = TimestampTzGetDatum(ts);
+		/* the slot's values point into a shared buffer: keep a copy */
+		if (n < INSERT_MAX_EVENTS)
+			events[n] = datumCopy(value, false, -1);
+		ends[n] = batch->copy.len;
+		n++;
 	}
-	SPI_cursor_close(portal);
-	MemoryContextSwitchTo(batch_cxt);
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(row);
+	index_close(pkey, AccessShareLock);
+	table_close(rel, AccessShareLock);
 
 	if (n == 0)
 		return false;
