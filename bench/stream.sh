@@ -8,8 +8,8 @@
 #     (subscription disabled while loading, then enabled);
 #   - commit-to-visible latency p50/p99 at about 500 events/s of small events
 #     (bench/load_perf_data.sh), for replicator and for logical replication,
-#     each alone on the machine, two rounds each, alternating, every round
-#     after a checkpoint.
+#     each alone on the machine, three rounds each in the order A B B A A B,
+#     every round after a checkpoint.
 # For each catch-up it also prints how busy the machine's cores were.
 # Finally replicator.diff checks each destination against the source.
 # Usage: bench/stream.sh [events]   (default 1000000)
@@ -100,7 +100,7 @@ three_s=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
 three_cpu=$(used "$c0" "$(busy)" "$three_s")
 for r in three_1 three_2 three_3; do q $SRC postgres -c "SELECT replicator.pause_replica('$r')"; done
 
-log "commit-to-visible latency at ~500 events/s: replicator and logical replication, each alone, alternating, two rounds each"
+log "commit-to-visible latency at ~500 events/s: replicator and logical replication, each alone, three rounds each in the order A B B A A B"
 q $SRC postgres -c "SELECT replicator.resume_replica('one')"
 [ "$(q $SRC postgres -c "SELECT replicator.wait_for_replica('one', '30 min')")" = t ]
 until [ "$(q $D1 lr -c "SELECT coalesce(max(id), 0) FROM events")" -ge "$(maxid)" ]; do sleep 0.05; done
@@ -115,39 +115,58 @@ done
 q $SRC postgres -c "VACUUM (ANALYZE) events"
 for db in one lr three raw; do q $D1 $db -c "VACUUM (ANALYZE) events"; done
 for p in $D2 $D3; do q "$p" three -c "VACUUM (ANALYZE) events"; done
-quiesce() { for p in $SRC $D1 $D2 $D3; do q "$p" postgres -c "CHECKPOINT"; done; }
-perf_load() { "$REPO/bench/load_perf_data.sh" --rate 500 --seconds 20 --clients 2 --host /tmp --port $SRC >/dev/null; }
-# each measured alone: the other is stopped meanwhile; the ids of each
-# system's rounds are kept, since the stopped one catches them up later
-ours_ids=false lr_ids=false
-q $D1 lr -c "ALTER SUBSCRIPTION bench DISABLE"
-for round in 1 2; do
-	quiesce
-	from=$(maxid)
-	perf_load
-	[ "$(q $SRC postgres -c "SELECT replicator.wait_for_replica('one', '5 min')")" = t ]
-	to=$(maxid)
-	ours_ids="$ours_ids OR id > $from AND id <= $to"
-	q $SRC postgres -c "SELECT replicator.pause_replica('one')" >/dev/null
-	q $D1 lr -c "ALTER SUBSCRIPTION bench ENABLE"
-	until [ "$(q $D1 lr -c "SELECT coalesce(max(id), 0) FROM events")" -ge "$to" ]; do sleep 0.05; done
-	quiesce
-	perf_load
-	lr_to=$(maxid)
-	until [ "$(q $D1 lr -c "SELECT coalesce(max(id), 0) FROM events")" -ge "$lr_to" ]; do sleep 0.05; done
-	lr_ids="$lr_ids OR id > $to AND id <= $lr_to"
-	q $D1 lr -c "ALTER SUBSCRIPTION bench DISABLE"
-	q $SRC postgres -c "SELECT replicator.resume_replica('one')" >/dev/null
-	[ "$(q $SRC postgres -c "SELECT replicator.wait_for_replica('one', '5 min')")" = t ]
-done
-# ts is taken just before the inserting transaction commits: the latency
-# below includes that commit's flush, the same for both.
+# D1 holds four copies of the table, more than its shared_buffers: each
+# round starts from the same footing, its destination's indexes loaded into
+# shared buffers, after a checkpoint everywhere.
+for db in one lr; do q $D1 $db -c "CREATE EXTENSION pg_prewarm"; done
+quiesce() {
+	q $D1 "$1" -c "SELECT sum(pg_prewarm(indexrelid)) FROM pg_index WHERE indrelid = 'events'::regclass" >/dev/null
+	for p in $SRC $D1 $D2 $D3; do q "$p" postgres -c "CHECKPOINT"; done
+}
+perf_load() { "$REPO/bench/load_perf_data.sh" --rate 500 --seconds 15 --clients 2 --host /tmp --port $SRC >/dev/null; }
+lr_max() { q $D1 lr -c "SELECT coalesce(max(id), 0) FROM events"; }
+# p50 and p99 in ms of the events that arrived in db, of the ids in where
 lat() {
 	q $D1 "$1" -c "SELECT round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms))::numeric, 2) || ' ' ||
 	                    round((percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::numeric, 2)
 	               FROM (SELECT extract(epoch FROM a.at - e.ts) * 1000 AS ms
 	                     FROM arrivals a JOIN events e USING (id) WHERE $2) s"
 }
+# Each system is measured alone: the other is stopped meanwhile and catches
+# up afterwards, outside the measured ids.  A B B A A B cancels any drift
+# of the machine over the rounds.
+q $SRC postgres -c "SELECT replicator.pause_replica('one')" >/dev/null
+q $D1 lr -c "ALTER SUBSCRIPTION bench DISABLE"
+ours_ids=false lr_ids=false
+ours_round() {
+	q $SRC postgres -c "SELECT replicator.resume_replica('one')" >/dev/null
+	[ "$(q $SRC postgres -c "SELECT replicator.wait_for_replica('one', '5 min')")" = t ]
+	quiesce one
+	local from to
+	from=$(maxid)
+	perf_load
+	[ "$(q $SRC postgres -c "SELECT replicator.wait_for_replica('one', '5 min')")" = t ]
+	to=$(maxid)
+	ours_ids="$ours_ids OR id > $from AND id <= $to"
+	echo "round $1, replicator:          p50 p99 ms $(lat one "id > $from AND id <= $to")"
+	q $SRC postgres -c "SELECT replicator.pause_replica('one')" >/dev/null
+}
+lr_round() {
+	q $D1 lr -c "ALTER SUBSCRIPTION bench ENABLE"
+	until [ "$(lr_max)" -ge "$(maxid)" ]; do sleep 0.05; done
+	quiesce lr
+	local from to
+	from=$(maxid)
+	perf_load
+	to=$(maxid)
+	until [ "$(lr_max)" -ge "$to" ]; do sleep 0.05; done
+	lr_ids="$lr_ids OR id > $from AND id <= $to"
+	echo "round $1, logical replication: p50 p99 ms $(lat lr "id > $from AND id <= $to")"
+	q $D1 lr -c "ALTER SUBSCRIPTION bench DISABLE"
+}
+ours_round 1; lr_round 2; lr_round 3; ours_round 4; ours_round 5; lr_round 6
+# ts is taken just before the inserting transaction commits: the latency
+# includes that commit's flush, the same for both.
 read -r ours_p50 ours_p99 <<<"$(lat one "$ours_ids")"
 read -r lr_p50 lr_p99 <<<"$(lat lr "$lr_ids")"
 
