@@ -63,6 +63,7 @@ typedef struct ApplySession
 	StringInfoData copy;		/* the batch's COPY data */
 	int			copy_queued;	/* how much of it libpq has taken */
 	int			event_pos;		/* its socket in the wait set */
+	bool		readable;		/* the last wait saw its socket readable */
 	int64		last_id;
 	int			count;
 	int64		bytes;
@@ -356,7 +357,14 @@ apply_poll(ApplySet *set)
 			if (set->error)
 				return;
 		}
-		/* idle sessions too: a server that ends one is noticed here */
+
+		/*
+		 * An idle session is read only when its socket said so (a server
+		 * ending it): a live event should not pay a recv() for each idle one.
+		 */
+		if (s->step == STEP_IDLE && !s->feeding && !s->readable)
+			continue;
+		s->readable = false;
 		if (PQflush(s->conn) < 0 || !PQconsumeInput(s->conn))
 		{
 			fail(set, s->conn, NULL, NULL);
@@ -414,12 +422,18 @@ apply_wait(ApplySet *set, bool *woken)
 	}
 	n = WaitEventSetWait(set->waitset, -1, events, lengthof(events), PG_WAIT_EXTENSION);
 	for (int i = 0; i < n; i++)
+	{
 		if (events[i].events & WL_LATCH_SET)
 		{
 			ResetLatch(MyLatch);
 			CHECK_FOR_INTERRUPTS();
 			*woken = true;
 		}
+		if (events[i].events & WL_SOCKET_READABLE)
+			for (int j = 0; j < set->nsessions; j++)
+				if (set->sessions[j].event_pos == events[i].pos)
+					set->sessions[j].readable = true;
+	}
 	apply_poll(set);
 	return set->error;
 }

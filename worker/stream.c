@@ -337,6 +337,7 @@ read_batch(Oid nspid, int64 position, Batch *batch, ApplySet *apply)
 	bool		have_next = false;
 	TimestampTz next_ts = 0;
 	int			keep;
+	int			first_event_len = 0;
 
 	fmgr_info(F_JSONB_SEND, &jsonb_send_info);
 
@@ -405,6 +406,8 @@ read_batch(Oid nspid, int64 position, Batch *batch, ApplySet *apply)
 		pq_sendint64(&batch->copy, ts);
 		pq_sendint32(&batch->copy, VARSIZE(event) - VARHDRSZ);
 		appendBinaryStringInfo(&batch->copy, VARDATA(event), VARSIZE(event) - VARHDRSZ);
+		if (n == 0)
+			first_event_len = VARSIZE(event) - VARHDRSZ;
 		pfree(event);
 
 		ids[n] = Int64GetDatum(id);
@@ -446,10 +449,16 @@ read_batch(Oid nspid, int64 position, Batch *batch, ApplySet *apply)
 	batch->single = (keep == 1 && batch->copy.len <= INSERT_MAX_BYTES);
 	if (batch->single)
 	{
-		/* the common case when streaming live: plain values, no arrays */
+		/*
+		 * The common case when streaming live: plain values, no arrays.  The
+		 * event's send form is the end of its COPY row.
+		 */
 		batch->params[0] = OidSendFunctionCall(F_INT8SEND, ids[0]);
 		batch->params[1] = OidSendFunctionCall(F_TIMESTAMPTZ_SEND, tss[0]);
-		batch->params[2] = OidSendFunctionCall(F_JSONB_SEND, events[0]);
+		batch->params[2] = palloc(VARHDRSZ + first_event_len);
+		SET_VARSIZE(batch->params[2], VARHDRSZ + first_event_len);
+		memcpy(VARDATA(batch->params[2]), batch->copy.data + ends[0] - first_event_len,
+			   first_event_len);
 	}
 	else if (keep <= INSERT_MAX_EVENTS && batch->copy.len <= INSERT_MAX_BYTES)
 	{
