@@ -125,6 +125,12 @@ quiesce() {
 }
 perf_load() { "$REPO/bench/load_perf_data.sh" --rate 500 --seconds 15 --clients 2 --host /tmp --port $SRC >/dev/null; }
 lr_max() { q $D1 lr -c "SELECT coalesce(max(id), 0) FROM events"; }
+# CPU seconds (user + system) the processes with these pids have used so far
+pcpu() { for p in "$@"; do cat "/proc/$p/stat"; done | awk -v hz="$(getconf CLK_TCK)" '{ s += $14 + $15 } END { printf "%.2f", s / hz }'; }
+pids() { q "$1" postgres -c "$2" | tr '\n' ' '; }
+# CPU of each side during the measured rounds, and their events
+ours_src_cpu=0 ours_dst_cpu=0 ours_n=0 lr_src_cpu=0 lr_dst_cpu=0 lr_n=0
+add() { awk -v a="$1" -v b="$2" -v c="$3" 'BEGIN { printf "%.2f", a + c - b }'; }
 # p50 and p99 in ms of the events that arrived in db, of the ids in where
 lat() {
 	q $D1 "$1" -c "SELECT round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms))::numeric, 2) || ' ' ||
@@ -142,11 +148,17 @@ ours_round() {
 	q $SRC postgres -c "SELECT replicator.resume_replica('one')" >/dev/null
 	[ "$(q $SRC postgres -c "SELECT replicator.wait_for_replica('one', '5 min')")" = t ]
 	quiesce one
-	local from to
+	local from to src dst s0 d0
+	src=$(pids $SRC "SELECT pid FROM pg_stat_activity WHERE backend_type = 'replicator streaming'")
+	dst=$(pids $D1 "SELECT pid FROM pg_stat_activity WHERE application_name = 'replicator:postgres:one'")
+	s0=$(pcpu $src) d0=$(pcpu $dst)
 	from=$(maxid)
 	perf_load
 	[ "$(q $SRC postgres -c "SELECT replicator.wait_for_replica('one', '5 min')")" = t ]
 	to=$(maxid)
+	ours_src_cpu=$(add "$ours_src_cpu" "$s0" "$(pcpu $src)")
+	ours_dst_cpu=$(add "$ours_dst_cpu" "$d0" "$(pcpu $dst)")
+	ours_n=$((ours_n + to - from))
 	ours_ids="$ours_ids OR id > $from AND id <= $to"
 	echo "round $1, replicator:          p50 p99 ms $(lat one "id > $from AND id <= $to")"
 	q $SRC postgres -c "SELECT replicator.pause_replica('one')" >/dev/null
@@ -155,11 +167,17 @@ lr_round() {
 	q $D1 lr -c "ALTER SUBSCRIPTION bench ENABLE"
 	until [ "$(lr_max)" -ge "$(maxid)" ]; do sleep 0.05; done
 	quiesce lr
-	local from to
+	local from to src dst s0 d0
+	src=$(pids $SRC "SELECT pid FROM pg_stat_activity WHERE backend_type = 'walsender'")
+	dst=$(pids $D1 "SELECT pid FROM pg_stat_activity WHERE backend_type = 'logical replication worker'")
+	s0=$(pcpu $src) d0=$(pcpu $dst)
 	from=$(maxid)
 	perf_load
 	to=$(maxid)
 	until [ "$(lr_max)" -ge "$to" ]; do sleep 0.05; done
+	lr_src_cpu=$(add "$lr_src_cpu" "$s0" "$(pcpu $src)")
+	lr_dst_cpu=$(add "$lr_dst_cpu" "$d0" "$(pcpu $dst)")
+	lr_n=$((lr_n + to - from))
 	lr_ids="$lr_ids OR id > $from AND id <= $to"
 	echo "round $1, logical replication: p50 p99 ms $(lat lr "id > $from AND id <= $to")"
 	q $D1 lr -c "ALTER SUBSCRIPTION bench DISABLE"
@@ -194,3 +212,9 @@ echo
 printf '%-46s %9s %9s\n' "commit-to-visible latency at ~500 events/s" "p50 ms" "p99 ms"
 printf '%-46s %9s %9s\n' "replicator" "$ours_p50" "$ours_p99"
 printf '%-46s %9s %9s\n' "logical replication" "$lr_p50" "$lr_p99"
+echo
+us() { awk -v c="$1" -v n="$2" 'BEGIN { printf "%.0f", 1e6 * c / n }'; }
+printf '%-46s %9s %9s\n' "CPU per live event, microseconds" "source" "dest."
+printf '%-46s %9s %9s\n' "replicator (worker; its destination sessions)" "$(us "$ours_src_cpu" "$ours_n")" "$(us "$ours_dst_cpu" "$ours_n")"
+printf '%-46s %9s %9s\n' "logical replication (walsender; apply worker)" "$(us "$lr_src_cpu" "$lr_n")" "$(us "$lr_dst_cpu" "$lr_n")"
+echo "(the destination side includes the bench's arrival trigger, the same for both)"
