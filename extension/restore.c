@@ -88,7 +88,7 @@ static PGresult *
 remote_row(PGconn *conn, const char *sql, const char *what)
 {
 	char	   *error;
-	PGresult   *res = remote_one_row(conn, sql, 0, NULL, &error);
+	PGresult   *res = remote_one_row(conn, sql, 0, NULL, &error, NULL);
 
 	if (res == NULL)
 		ereport(ERROR,
@@ -110,7 +110,7 @@ restore_from(PGconn *conn, Oid nspid, int64 *remote_count)
 
 	{
 		char	   *error = NULL;
-		char	   *remote = remote_identity(conn, &error);
+		char	   *remote = remote_identity(conn, &error, NULL);
 
 		if (remote == NULL)
 			ereport(ERROR,
@@ -289,7 +289,7 @@ replicator_restore_events(PG_FUNCTION_ARGS)
 
 			read_source_facts(nspid, "", &facts);
 			MemoryContextSwitchTo(spi);
-			if (!first_event_matches(conn, &facts, &detail))
+			if (!first_event_matches(conn, &facts, &detail, NULL))
 				ereport(ERROR,
 						(errcode(ERRCODE_DATA_CORRUPTED),
 						 errmsg("restore_events: the restored first event differs from the remote's"),

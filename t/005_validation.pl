@@ -99,6 +99,39 @@ is( $source->safe_psql('postgres',
 	'1',
 	'only the valid destination has a worker');
 
+# --- a check that cannot run for now (here a lock timeout) is tried again
+# like a failed connection; one refused for good (no privilege) parks the
+# destination as invalid
+$dest->safe_psql('postgres', 'CREATE DATABASE locked');
+$dest->safe_psql('locked',
+	'CREATE TABLE events (id bigint PRIMARY KEY, ts timestamptz NOT NULL, event jsonb NOT NULL)');
+$dest->safe_psql('postgres', q{ALTER DATABASE locked SET lock_timeout = '100ms'});
+my $locker = $dest->background_psql('locked');
+$locker->query_safe('BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE');
+add_replica($source, 'locked', $dest, dbname => 'locked');
+$source->poll_query_until('postgres',
+	q{SELECT last_error LIKE 'no gaps: %lock timeout%' FROM replicator.replica_status WHERE name = 'locked'})
+  or die 'the lock timeout was not reported';
+is( $source->safe_psql('postgres',
+		q{SELECT state <> 'invalid' AND r.invalid_reason IS NULL
+		  FROM replicator.replica_status s JOIN replicator.replicas r USING (name) WHERE name = 'locked'}),
+	't',
+	'a check that timed out on a lock is reported, and the destination is not marked invalid');
+$locker->query_safe('COMMIT');
+$locker->quit;
+ok(wait_replica($source, 'locked'), 'once the lock is gone the worker validates and streams by itself');
+compare_events($source, $dest, 'the destination equals the source', 'locked');
+
+$dest->safe_psql('postgres', 'CREATE ROLE reader LOGIN; CREATE DATABASE denied');
+$dest->safe_psql('denied',
+	'CREATE TABLE events (id bigint PRIMARY KEY, ts timestamptz NOT NULL, event jsonb NOT NULL)');
+$source->safe_psql('postgres',
+	"SELECT replicator.add_replica('denied', \$\$@{[ $dest->connstr('denied') ]} user=reader\$\$)");
+invalid_with('denied', qr/^no gaps: .*permission denied for table events/,
+	'a check refused for lack of privilege marks the destination invalid');
+$source->safe_psql('postgres',
+	q{SELECT replicator.drop_replica('locked'); SELECT replicator.drop_replica('denied')});
+
 # --- one session: a backlog of several COPY batches, one at a time (last:
 # the checks above count on the source's small max(id))
 $source->safe_psql('postgres',

@@ -52,18 +52,19 @@ sub events_count
 # id, ts as microseconds since the epoch, event as jsonb text: exact values.
 sub dump_events
 {
-	my ($node) = @_;
-	return $node->safe_psql('postgres',
+	my ($node, $dbname) = @_;
+	return $node->safe_psql($dbname // 'postgres',
 		q{COPY (SELECT id, (extract(epoch FROM ts) * 1000000)::bigint, event::text
 		        FROM events ORDER BY id) TO STDOUT});
 }
 
 # Row by row: same count, and every row identical; names the first difference.
+# dest_dbname: the destination's database, postgres if not given.
 sub compare_events
 {
-	my ($source, $dest, $test_name) = @_;
+	my ($source, $dest, $test_name, $dest_dbname) = @_;
 	my @src = split /\n/, dump_events($source);
-	my @dst = split /\n/, dump_events($dest);
+	my @dst = split /\n/, dump_events($dest, $dest_dbname);
 	my $n = @src > @dst ? scalar(@src) : scalar(@dst);
 	for my $i (0 .. $n - 1)
 	{

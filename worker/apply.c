@@ -141,7 +141,7 @@ add_session(const char *conninfo, const char *appname, const char *identity, cha
 
 	if (conn == NULL)
 		return NULL;
-	other = remote_identity(conn, error);
+	other = remote_identity(conn, error, NULL);
 	if (other != NULL && strcmp(other, identity) != 0)
 		*error = psprintf("it reached %s, not %s", other, identity);
 	if (other == NULL || strcmp(other, identity) != 0 || (*error = setup_session(conn)) != NULL)

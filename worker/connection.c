@@ -204,13 +204,15 @@ remote_last_result(PGconn *conn)
  */
 PGresult *
 remote_one_row(PGconn *conn, const char *sql, int nparams, const char *const *values,
-			   char **error)
+			   char **error, bool *transient)
 {
 	PGresult   *res = remote_exec(conn, sql, nparams, values);
 
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
 	{
 		*error = remote_error(conn, res);
+		if (transient)
+			*transient = remote_error_transient(res);
 		if (res)
 			PQclear(res);
 		return NULL;
@@ -232,6 +234,34 @@ remote_expect(PGconn *conn, PGresult *res, ExecStatusType expected)
 	if (res)
 		PQclear(res);
 	return error;
+}
+
+/*
+ * Does a failed command's result (NULL: the connection broke) name a
+ * condition that passes by itself: connection trouble, a lock or statement
+ * timeout, a serialization failure, resources running out, a server
+ * shutting down?  Not permissions, a read-only server or a broken table,
+ * which an operator has to fix.
+ */
+bool
+remote_error_transient(const PGresult *res)
+{
+	const char *state;
+
+	if (res == NULL)
+		return true;
+	if (PQresultStatus(res) != PGRES_FATAL_ERROR)
+		return false;			/* it ran, with an unexpected answer */
+	state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	if (state == NULL || strlen(state) != 5)
+		return true;			/* libpq's own: the connection failed */
+	return strncmp(state, "08", 2) == 0 ||	/* connection exception */
+		strncmp(state, "40", 2) == 0 || /* transaction rollback */
+		strncmp(state, "53", 2) == 0 || /* insufficient resources */
+		strncmp(state, "57", 2) == 0 || /* canceled, shutting down */
+		strncmp(state, "58", 2) == 0 || /* system error */
+		strcmp(state, "55P03") == 0 ||	/* lock not available */
+		strcmp(state, "55006") == 0;	/* object in use */
 }
 
 /*

@@ -44,16 +44,19 @@ source_identity(void)
 					get_database_name(MyDatabaseId));
 }
 
-/* system identifier/port/database as the remote server reports itself */
+/*
+ * system identifier/port/database as the remote server reports itself;
+ * NULL and *error if the query failed (*transient: for now, if not NULL)
+ */
 char *
-remote_identity(PGconn *conn, char **error)
+remote_identity(PGconn *conn, char **error, bool *transient)
 {
 	/* pg_control_system() may be denied: then port and name alone */
 	PGresult   *res = remote_one_row(conn,
 									 "SELECT coalesce((SELECT system_identifier::text FROM pg_catalog.pg_control_system()"
 									 "  WHERE pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')), '?')"
 									 " || '/' || pg_catalog.current_setting('port') || '/' || pg_catalog.current_database()",
-									 0, NULL, error);
+									 0, NULL, error, transient);
 	char	   *identity;
 
 	if (res == NULL)
@@ -126,10 +129,11 @@ read_source_facts(Oid nspid, const char *replica, SourceFacts *facts)
 /*
  * Does the remote events table start with the source's first event, id,
  * ts to the microsecond and event as jsonb text?  If not, *detail says how
- * they differ (or why the query failed).
+ * they differ (or why the query failed, and *transient whether for now, if
+ * not NULL).
  */
 bool
-first_event_matches(PGconn *conn, SourceFacts *facts, char **detail)
+first_event_matches(PGconn *conn, SourceFacts *facts, char **detail, bool *transient)
 {
 	char	   *params[3];
 	PGresult   *res;
@@ -144,7 +148,7 @@ first_event_matches(PGconn *conn, SourceFacts *facts, char **detail)
 						 " AND event::text = $3,"
 						 " id, ts, pg_catalog.left(event::text, 200)"
 						 " FROM events ORDER BY id LIMIT 1",
-						 3, (const char *const *) params, detail);
+						 3, (const char *const *) params, detail, transient);
 	if (res == NULL)
 		return false;
 	same = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
@@ -164,8 +168,18 @@ add_check(List *checks, const char *check, bool ok, char *detail)
 
 	c->check = check;
 	c->ok = ok;
+	c->transient = false;
 	c->detail = detail;
 	return lappend(checks, c);
+}
+
+/* A check that could not run: transient says whether only for now. */
+static List *
+add_failed_query(List *checks, const char *check, char *error, bool transient)
+{
+	checks = add_check(checks, check, false, error);
+	((DestinationCheck *) llast(checks))->transient = transient;
+	return checks;
 }
 
 /* One-row query; NULL (and a failed check added) if it fails. */
@@ -174,10 +188,11 @@ query_row(PGconn *conn, const char *sql, int nparams, const char *const *values,
 		  List **checks, const char *check)
 {
 	char	   *error;
-	PGresult   *res = remote_one_row(conn, sql, nparams, values, &error);
+	bool		transient;
+	PGresult   *res = remote_one_row(conn, sql, nparams, values, &error, &transient);
 
 	if (res == NULL)
-		*checks = add_check(*checks, check, false, error);
+		*checks = add_failed_query(*checks, check, error, transient);
 	return res;
 }
 
@@ -200,10 +215,11 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 
 	{
 		char	   *error = NULL;
+		bool		transient;
 
-		info->identity = remote_identity(conn, &error);
+		info->identity = remote_identity(conn, &error, &transient);
 		if (info->identity == NULL)
-			return add_check(checks, "identity", false, error);
+			return add_failed_query(checks, "identity", error, transient);
 	}
 
 	if (strcmp(info->identity, facts->identity) == 0)
@@ -263,8 +279,9 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 		res = remote_exec(conn, create_events_sql, 0, NULL);
 		if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
 		{
-			checks = add_check(checks, "events table", false,
-							   psprintf("could not create table events: %s", remote_error(conn, res)));
+			checks = add_failed_query(checks, "events table",
+									  psprintf("could not create table events: %s", remote_error(conn, res)),
+									  remote_error_transient(res));
 			if (res)
 				PQclear(res);
 			return checks;
@@ -315,9 +332,10 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 	if (info->max_id > 0)
 	{
 		char	   *detail = NULL;
+		bool		transient = false;
 
-		if (!first_event_matches(conn, facts, &detail))
-			return add_check(checks, "same first event", false, detail);
+		if (!first_event_matches(conn, facts, &detail, &transient))
+			return add_failed_query(checks, "same first event", detail, transient);
 		checks = add_check(checks, "same first event", true, NULL);
 	}
 	else
@@ -326,9 +344,12 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 	return checks;
 }
 
-/* The first failed check's detail, or NULL if all passed. */
+/*
+ * The first failed check's detail, or NULL if all passed.  *transient: it
+ * failed only because its query could not run for now.
+ */
 char *
-first_failure(List *checks)
+first_failure(List *checks, bool *transient)
 {
 	ListCell   *lc;
 
@@ -337,7 +358,11 @@ first_failure(List *checks)
 		DestinationCheck *c = lfirst(lc);
 
 		if (!c->ok)
+		{
+			*transient = c->transient;
 			return psprintf("%s: %s", c->check, c->detail ? c->detail : "failed");
+		}
 	}
+	*transient = false;
 	return NULL;
 }

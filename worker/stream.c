@@ -636,6 +636,7 @@ replicator_stream_main(Datum arg)
 		ApplySet   *apply;
 		char	   *error;
 		List	   *checks;
+		bool		transient;
 		MemoryContext spi_cxt;
 
 		CHECK_FOR_INTERRUPTS();
@@ -672,9 +673,14 @@ replicator_stream_main(Datum arg)
 			mark_invalid("password required: the replica was added by a non-superuser, and the destination did not ask for its password");
 		}
 
+		/*
+		 * A destination that fails a check is parked until an operator acts;
+		 * one whose check could not run for now (a lock timeout, a server
+		 * shutting down) is tried again like a failed connection.
+		 */
 		checks = check_destination(conn, &facts, true, &info);
-		error = first_failure(checks);
-		if (error && PQstatus(conn) == CONNECTION_OK)
+		error = first_failure(checks, &transient);
+		if (error && PQstatus(conn) == CONNECTION_OK && !transient)
 		{
 			PQfinish(conn);
 			mark_invalid(error);

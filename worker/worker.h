@@ -141,7 +141,9 @@ extern PGresult *remote_exec(PGconn *conn, const char *sql, int nparams,
 extern int	remote_get_copy(PGconn *conn, char **buf);
 extern PGresult *remote_last_result(PGconn *conn);
 extern PGresult *remote_one_row(PGconn *conn, const char *sql, int nparams,
-								const char *const *values, char **error);
+								const char *const *values, char **error,
+								bool *transient);
+extern bool remote_error_transient(const PGresult *res);
 extern void conninfo_append(StringInfo buf, const char *keyword, const char *value);
 extern char *remote_error(PGconn *conn, PGresult *res);
 extern char *remote_expect(PGconn *conn, PGresult *res, ExecStatusType expected);
@@ -153,6 +155,7 @@ typedef struct DestinationCheck
 {
 	const char *check;
 	bool		ok;
+	bool		transient;		/* failed: it could not run, for now */
 	char	   *detail;
 } DestinationCheck;
 
@@ -181,10 +184,11 @@ extern void read_source_facts(Oid nspid, const char *replica, SourceFacts *facts
 extern List *add_check(List *checks, const char *check, bool ok, char *detail);
 extern List *check_destination(PGconn *conn, SourceFacts *facts, bool create_table,
 							   DestinationInfo *info);
-extern bool first_event_matches(PGconn *conn, SourceFacts *facts, char **detail);
-extern char *first_failure(List *checks);
+extern bool first_event_matches(PGconn *conn, SourceFacts *facts, char **detail,
+								bool *transient);
+extern char *first_failure(List *checks, bool *transient);
 extern char *source_identity(void);
-extern char *remote_identity(PGconn *conn, char **error);
+extern char *remote_identity(PGconn *conn, char **error, bool *transient);
 
 /* slate's events table, as format_type() names its columns */
 #define EVENTS_COLUMNS "id bigint, ts timestamp with time zone, event jsonb"
