@@ -97,4 +97,17 @@ ok( $source->log_contains(
 		'replicator:postgres:one_session: applying in 1 session\(s\) instead of 2'),
 	'the log says it applies in one session, and why');
 
+# --- timeouts set for the destination's users do not reach the worker's
+# sessions: 1 ms would abort every COPY batch and every batch waiting its
+# turn to commit, and streaming would never get anywhere
+$dest->safe_psql('postgres', q{CREATE ROLE hurried LOGIN;
+	ALTER ROLE hurried SET statement_timeout = '1ms';
+	ALTER ROLE hurried SET idle_in_transaction_session_timeout = '1ms';
+	CREATE DATABASE hurried OWNER hurried});
+$conn = $dest->connstr('hurried') . ' user=hurried';
+$source->safe_psql('postgres', "SELECT replicator.add_replica('hurried', \$\$$conn\$\$)");
+ok(wait_replica($source, 'hurried'),
+	'a destination whose role has 1 ms statement and idle-in-transaction timeouts catches up');
+compare_events($source, $dest, 'it equals the source', 'hurried');
+
 done_testing();

@@ -107,22 +107,38 @@ static const char *const insert_statements[] = {
 	" INSERT INTO events (id, ts, event) VALUES ($1, $2, $3)",
 };
 
-/* Per-session settings and the prepared INSERTs.  NULL or the error. */
-static char *
-setup_session(PGconn *conn)
+/*
+ * The settings of a session of ours, first thing after connecting.  NULL or
+ * the error.
+ *
+ * synchronous_commit may be off (the default, as for logical replication's
+ * apply): the position is the destination's own max(id), in the same WAL as
+ * the rows, so what a crash loses is sent again.  No statement or
+ * idle-in-transaction timeout, as none applies to logical replication's
+ * apply: one set for the destination's users would abort a large batch, or
+ * one waiting its turn to commit, at every try, and streaming would never
+ * get past it.  The worker stays interruptible without them.
+ */
+char *
+apply_session_settings(PGconn *conn)
 {
 	const char *values[1] = {replicator_destination_synchronous_commit};
-	char	   *error;
 
-	/*
-	 * synchronous_commit may be off (the default, as for logical
-	 * replication's apply): the position is the destination's own max(id),
-	 * in the same WAL as the rows, so what a crash loses is sent again.
-	 */
-	error = remote_expect(conn,
-						  remote_exec(conn, "SELECT pg_catalog.set_config('synchronous_commit', $1, false)",
-									  1, values),
-						  PGRES_TUPLES_OK);
+	return remote_expect(conn,
+						 remote_exec(conn,
+									 "SELECT pg_catalog.set_config('synchronous_commit', $1, false),"
+									 " pg_catalog.set_config('statement_timeout', '0', false),"
+									 " pg_catalog.set_config('idle_in_transaction_session_timeout', '0', false)",
+									 1, values),
+						 PGRES_TUPLES_OK);
+}
+
+/* The prepared INSERTs.  NULL or the error. */
+static char *
+prepare_inserts(PGconn *conn)
+{
+	char	   *error = NULL;
+
 	for (size_t i = 0; error == NULL && i < lengthof(insert_statements); i++)
 		error = remote_expect(conn, remote_exec(conn, insert_statements[i], 0, NULL),
 							  PGRES_COMMAND_OK);
@@ -144,7 +160,9 @@ add_session(const char *conninfo, const char *appname, const char *identity, cha
 	other = remote_identity(conn, error, NULL);
 	if (other != NULL && strcmp(other, identity) != 0)
 		*error = psprintf("it reached %s, not %s", other, identity);
-	if (other == NULL || strcmp(other, identity) != 0 || (*error = setup_session(conn)) != NULL)
+	if (other == NULL || strcmp(other, identity) != 0 ||
+		(*error = apply_session_settings(conn)) != NULL ||
+		(*error = prepare_inserts(conn)) != NULL)
 	{
 		PQfinish(conn);
 		return NULL;
@@ -154,7 +172,8 @@ add_session(const char *conninfo, const char *appname, const char *identity, cha
 
 /*
  * Open the set on a connection already validated (whose server identity is
- * given), adding sessions up to nsessions.  Takes ownership of first: on
+ * given) and given apply_session_settings(), adding sessions up to
+ * nsessions.  Takes ownership of first: on
  * failure it is closed and *error set.  Added sessions are a bonus: one
  * that cannot be had (too many connections there, say) is logged, and the
  * set works with fewer.
@@ -176,7 +195,7 @@ apply_open(PGconn *first, const char *conninfo, const char *appname,
 	set->sessions[0].conn = first;
 	set->nsessions = 1;
 
-	*error = setup_session(first);
+	*error = prepare_inserts(first);
 	if (*error)
 	{
 		apply_close(set);

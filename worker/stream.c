@@ -672,6 +672,13 @@ replicator_stream_main(Datum arg)
 			PQfinish(conn);
 			mark_invalid("password required: the replica was added by a non-superuser, and the destination did not ask for its password");
 		}
+		if ((error = apply_session_settings(conn)) != NULL)
+		{
+			PQfinish(conn);
+			report_error(error);
+			backoff(attempt++);
+			continue;
+		}
 
 		/*
 		 * A destination that fails a check is parked until an operator acts;

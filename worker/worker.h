@@ -122,6 +122,7 @@ typedef struct Batch
 typedef struct ApplySet ApplySet;
 typedef void (*ApplyCommitted) (int64 last_id, int count, int64 bytes);
 
+extern char *apply_session_settings(PGconn *conn);
 extern ApplySet *apply_open(PGconn *first, const char *conninfo, const char *appname,
 							const char *identity, int nsessions, int64 position,
 							ApplyCommitted on_commit, char **error);
