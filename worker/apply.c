@@ -173,10 +173,9 @@ add_session(const char *conninfo, const char *appname, const char *identity, cha
 /*
  * Open the set on a connection already validated (whose server identity is
  * given) and given apply_session_settings(), adding sessions up to
- * nsessions.  Takes ownership of first: on
- * failure it is closed and *error set.  Added sessions are a bonus: one
- * that cannot be had (too many connections there, say) is logged, and the
- * set works with fewer.
+ * nsessions.  Takes ownership of first: on failure it is closed and *error
+ * set.  Added sessions are a bonus: one that cannot be had (too many
+ * connections there, say) is logged, and the set works with fewer.
  */
 ApplySet *
 apply_open(PGconn *first, const char *conninfo, const char *appname,
@@ -222,7 +221,8 @@ apply_open(PGconn *first, const char *conninfo, const char *appname,
 	AddWaitEventToSet(set->waitset, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	for (int i = 0; i < set->nsessions; i++)
 		set->sessions[i].event_pos = AddWaitEventToSet(set->waitset, WL_SOCKET_READABLE,
-													   PQsocket(set->sessions[i].conn), NULL, NULL);
+													   PQsocket(set->sessions[i].conn), NULL,
+													   &set->sessions[i]);
 	return set;
 }
 
@@ -449,9 +449,7 @@ apply_wait(ApplySet *set, bool *woken)
 			*woken = true;
 		}
 		if (events[i].events & WL_SOCKET_READABLE)
-			for (int j = 0; j < set->nsessions; j++)
-				if (set->sessions[j].event_pos == events[i].pos)
-					set->sessions[j].readable = true;
+			((ApplySession *) events[i].user_data)->readable = true;
 	}
 	apply_poll(set);
 	return set->error;
