@@ -4,7 +4,8 @@
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_MAJOR=15
-PG_BINDIR=/usr/lib/postgresql/$PG_MAJOR/bin
+# PG_BINDIR may name another (relocated) copy of the server, to test side by side.
+PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/$PG_MAJOR/bin}
 # PostgreSQL refuses to run as root; servers and tests run as this user.
 PG_USER=${PG_USER:-postgres}
 
@@ -33,9 +34,10 @@ ensure_packages() {
 	id "$PG_USER" >/dev/null 2>&1 || { echo "user $PG_USER does not exist" >&2; exit 1; }
 }
 
+# build_and_install [make variables...]
 build_and_install() {
 	log "building and installing replicator"
-	make -C "$REPO" -s PG_CONFIG="$PG_BINDIR/pg_config" >/dev/null
+	make -C "$REPO" -s PG_CONFIG="$PG_BINDIR/pg_config" "$@" >/dev/null
 	as_root make -C "$REPO" -s PG_CONFIG="$PG_BINDIR/pg_config" install >/dev/null
 }
 

@@ -6,7 +6,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 ensure_packages
-build_and_install
+# warnings are errors here, not in a user's build
+build_and_install WERROR=1
 
 dir=$(work_copy)
 log "running tests in $dir"

@@ -1,0 +1,338 @@
+-- replicator 1.1: the event source (events, id, insert_events, triggers) in
+-- the extension's schema, and the schema "replicator" for management.
+
+\echo Use "CREATE EXTENSION replicator" to load this file. \quit
+
+-- The management schema has a fixed name; the event source must not share it.
+DO $$
+BEGIN
+	IF '@extschema@' = 'replicator' THEN
+		RAISE EXCEPTION 'the event source cannot be installed in schema "replicator"'
+			USING ERRCODE = 'invalid_schema_name',
+				  DETAIL = 'Schema "replicator" holds the extension''s management API.',
+				  HINT = 'Use CREATE EXTENSION replicator, or CREATE EXTENSION replicator SCHEMA another_schema.';
+	END IF;
+END
+$$;
+
+CREATE SCHEMA replicator;
+COMMENT ON SCHEMA replicator IS 'replicator management API';
+
+-- True when the library was loaded through shared_preload_libraries, which
+-- the streaming workers need.
+CREATE FUNCTION replicator.streaming_available()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'replicator_streaming_available'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+DO $$
+BEGIN
+	IF NOT replicator.streaming_available() THEN
+		RAISE WARNING 'replicator is not loaded through shared_preload_libraries: events can be inserted but will not be streamed'
+			USING HINT = 'Add shared_preload_libraries = ''replicator'' to postgresql.conf and restart the server.';
+	END IF;
+END
+$$;
+
+-- The event source, with slate's definitions so that slate's tools accept it.
+CREATE TABLE @extschema@.events (
+	id		bigint PRIMARY KEY,
+	ts		timestamptz NOT NULL,
+	event	jsonb NOT NULL
+);
+CREATE INDEX events_ts ON @extschema@.events (ts);
+CREATE INDEX events_entity_name ON @extschema@.events ((event #>> '{entityName}'));
+CREATE INDEX events_operation ON @extschema@.events ((event #>> '{operation}'));
+CREATE INDEX events_property_name ON @extschema@.events ((event #>> '{propertyName}'));
+CREATE INDEX events_entity_id ON @extschema@.events ((event #>> '{entityId}'));
+CREATE INDEX events_metadata_command ON @extschema@.events ((event #>> '{metadata,command}'));
+COMMENT ON TABLE @extschema@.events IS 'append-only events; rows enter only through insert_events()';
+
+-- One row: the next id to assign and the ts of the last call, so that ts
+-- increases strictly from one call to the next.  The unique index on a
+-- constant keeps it one row without stopping HOT updates.
+CREATE TABLE @extschema@.id (
+	id		bigint NOT NULL,
+	last_ts	timestamptz
+);
+CREATE UNIQUE INDEX id_one_row ON @extschema@.id ((true));
+INSERT INTO @extschema@.id (id) VALUES (1);
+COMMENT ON TABLE @extschema@.id IS 'next id to assign to an event (one row)';
+
+-- slate's form: the text after "INSERT INTO events (id, ts, event) VALUES",
+-- rows of ($1[k], $2, '<json>'), k = 1..n.  Returns the number of rows.
+CREATE FUNCTION @extschema@.insert_events(insertvalues text)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'replicator_insert_events_text'
+LANGUAGE C VOLATILE;
+
+-- The safe form: one event per array element, no SQL text.
+CREATE FUNCTION @extschema@.insert_events(events jsonb[],
+										   OUT first_id bigint,
+										   OUT last_id bigint,
+										   OUT ts timestamptz)
+RETURNS record
+AS 'MODULE_PATHNAME', 'replicator_insert_events_jsonb'
+LANGUAGE C VOLATILE;
+
+-- Notification of new events on channel "eventsinsert".
+CREATE FUNCTION @extschema@.notify_event_insert()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'replicator_notify_event_insert'
+LANGUAGE C;
+
+CREATE TRIGGER notify_insert
+	AFTER INSERT ON @extschema@.events
+	FOR EACH ROW EXECUTE FUNCTION @extschema@.notify_event_insert();
+
+-- Guards: events is append-only, and rows enter only through insert_events.
+CREATE FUNCTION @extschema@.filter_sql_command()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'replicator_filter_sql_command'
+LANGUAGE C;
+
+CREATE TRIGGER check_sql_command
+	BEFORE UPDATE OR DELETE OR TRUNCATE ON @extschema@.events
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.filter_sql_command();
+
+CREATE FUNCTION @extschema@.filter_insert()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'replicator_filter_insert'
+LANGUAGE C;
+
+CREATE TRIGGER check_insert
+	BEFORE INSERT ON @extschema@.events
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.filter_insert();
+
+-- The id table changes only through insert_events.
+CREATE TRIGGER check_sql_command
+	BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.id
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.filter_sql_command();
+
+-- ------------------------------------------------------------------------
+-- Destinations (replicas) and the streaming workers' management API.
+-- ------------------------------------------------------------------------
+
+-- Managing destinations is for superusers and members of replicator_admin.
+-- Roles are cluster-wide: the role outlives DROP EXTENSION.
+DO $$
+BEGIN
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'replicator_admin') THEN
+		CREATE ROLE replicator_admin NOLOGIN;
+	END IF;
+END
+$$;
+
+CREATE TABLE replicator.replicas (
+	name		text PRIMARY KEY
+				CHECK (name ~ '^[A-Za-z0-9_.-]{1,48}$'),
+	conninfo	text NOT NULL,
+	role		text NOT NULL DEFAULT 'slave' CHECK (role IN ('master', 'slave')),
+	lag_tolerance interval,
+	enabled		boolean NOT NULL DEFAULT true,
+	-- set by a worker whose destination failed validation; cleared by resume
+	invalid_reason text,
+	invalid_since timestamptz,
+	-- "system identifier/port/database" of the destination, once validated
+	destination text,
+	-- a conninfo given by a non-superuser must authenticate by its password
+	require_password boolean NOT NULL DEFAULT true,
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	created_by	name NOT NULL DEFAULT CURRENT_USER
+);
+REVOKE ALL ON replicator.replicas FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON replicator.replicas TO replicator_admin;
+COMMENT ON TABLE replicator.replicas IS 'destinations the streaming workers copy events to';
+
+CREATE FUNCTION replicator.add_replica(name text, conninfo text,
+									   role text DEFAULT 'slave',
+									   lag_tolerance interval DEFAULT NULL,
+									   enabled boolean DEFAULT true)
+RETURNS void
+AS 'MODULE_PATHNAME', 'replicator_add_replica'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION replicator.drop_replica(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'replicator_drop_replica'
+LANGUAGE C VOLATILE STRICT;
+
+CREATE FUNCTION replicator.pause_replica(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'replicator_pause_replica'
+LANGUAGE C VOLATILE STRICT;
+
+-- Resumes a paused destination, or one marked invalid once it is fixed.
+CREATE FUNCTION replicator.resume_replica(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'replicator_resume_replica'
+LANGUAGE C VOLATILE STRICT;
+
+-- slate's start-up checks, on demand (its --dry-run).
+CREATE FUNCTION replicator.validate(name text DEFAULT NULL)
+RETURNS TABLE (replica text, check_name text, ok boolean, detail text)
+AS 'MODULE_PATHNAME', 'replicator_validate'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION replicator.wait_for_replica(name text, timeout interval DEFAULT '1 min')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'replicator_wait_for_replica'
+LANGUAGE C VOLATILE STRICT;
+
+-- conninfo with any password replaced by ********
+CREATE FUNCTION replicator.mask_conninfo(conninfo text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'replicator_mask_conninfo'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- What the workers of this database report from shared memory.
+CREATE FUNCTION replicator.worker_stats(
+	OUT name text, OUT pid integer, OUT state text, OUT "position" bigint,
+	OUT events_sent bigint, OUT bytes_sent bigint, OUT last_error text,
+	OUT last_error_at timestamptz, OUT last_contact timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'replicator_worker_stats'
+LANGUAGE C VOLATILE;
+
+CREATE VIEW replicator.replica_status AS
+SELECT r.name,
+	   r.role,
+	   CASE
+		   WHEN r.invalid_reason IS NOT NULL THEN 'invalid'
+		   WHEN NOT r.enabled THEN 'paused'
+		   ELSE coalesce(w.state, 'starting')
+	   END AS state,
+	   CASE WHEN pg_catalog.pg_has_role('replicator_admin', 'MEMBER')
+			THEN replicator.mask_conninfo(r.conninfo) END AS conninfo,
+	   w.position,
+	   m.max_id AS source_max_id,
+	   m.max_id - w.position AS lag_events,
+	   CASE
+		   WHEN w.position IS NULL THEN NULL
+		   WHEN w.position >= m.max_id THEN interval '0'
+		   ELSE pg_catalog.now() - (SELECT e.ts FROM @extschema@.events e WHERE e.id = w.position + 1)
+	   END AS lag,
+	   w.events_sent,
+	   w.bytes_sent,
+	   coalesce(r.invalid_reason, w.last_error) AS last_error,
+	   coalesce(r.invalid_since, w.last_error_at) AS last_error_at,
+	   w.last_contact,
+	   w.pid
+FROM replicator.replicas r
+	 LEFT JOIN replicator.worker_stats() w ON w.name = r.name
+	 CROSS JOIN (SELECT coalesce(max(id), 0) AS max_id FROM @extschema@.events) m;
+GRANT USAGE ON SCHEMA replicator TO PUBLIC;
+GRANT SELECT ON replicator.replica_status TO PUBLIC;
+
+REVOKE EXECUTE ON FUNCTION replicator.add_replica(text, text, text, interval, boolean),
+	replicator.drop_replica(text), replicator.pause_replica(text),
+	replicator.resume_replica(text), replicator.validate(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION replicator.add_replica(text, text, text, interval, boolean),
+	replicator.drop_replica(text), replicator.pause_replica(text),
+	replicator.resume_replica(text), replicator.validate(text) TO replicator_admin;
+
+-- Tell the launcher this database now has the extension.
+CREATE FUNCTION replicator.rescan()
+RETURNS void
+AS 'MODULE_PATHNAME', 'replicator_rescan'
+LANGUAGE C VOLATILE;
+SELECT replicator.rescan();
+
+-- slate's restore_events: refill an empty event source from a copy of its
+-- events elsewhere.  fromPort is ours (slate's host could not name a port).
+CREATE FUNCTION @extschema@.restore_events(fromHost text, fromDatabase text,
+										   fromDatabaseUser text DEFAULT NULL,
+										   fromDatabasePassword text DEFAULT NULL,
+										   fromPort integer DEFAULT NULL,
+										   OUT rows_restored bigint,
+										   OUT next_insert_id bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'replicator_restore_events'
+LANGUAGE C VOLATILE;
+REVOKE EXECUTE ON FUNCTION @extschema@.restore_events(text, text, text, text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.restore_events(text, text, text, text, integer) TO replicator_admin;
+
+-- ------------------------------------------------------------------------
+-- Verification and load tools.
+-- ------------------------------------------------------------------------
+
+-- The differences between the source's events and a destination's:
+-- kind is missing, extra, different ts, different event, or (validate)
+-- invalid source / invalid destination.
+CREATE FUNCTION replicator.diff(replica text, max_diffs bigint DEFAULT NULL,
+								validate boolean DEFAULT false)
+RETURNS TABLE (id bigint, kind text, source text, destination text)
+AS 'MODULE_PATHNAME', 'replicator_diff'
+LANGUAGE C VOLATILE;
+REVOKE EXECUTE ON FUNCTION replicator.diff(text, bigint, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION replicator.diff(text, bigint, boolean) TO replicator_admin;
+
+-- A realistic person event of about 500 bytes, carrying validation data
+-- (program, call, k of n) that diff(..., validate => true) checks.
+CREATE FUNCTION replicator.person_event(program text, call bigint, k integer, n integer)
+RETURNS jsonb
+LANGUAGE sql VOLATILE PARALLEL SAFE
+AS $$
+SELECT jsonb_build_object(
+	'entityName', 'Person',
+	'entityId', md5(program || ':' || call || ':' || k),
+	'operation', (ARRAY['created', 'updated', 'updated', 'updated', 'deleted'])[1 + floor(random() * 5)::int],
+	'propertyName', (ARRAY['name', 'address', 'email', 'phone'])[1 + floor(random() * 4)::int],
+	'value', jsonb_build_object(
+		'firstName', first,
+		'lastName', last,
+		'address', jsonb_build_object(
+			'street', (100 + floor(random() * 9800))::int || ' ' ||
+					  (ARRAY['Maple', 'Oak', 'Cedar', 'Elm', 'Pine', 'Washington', 'Lake', 'Hill', 'Park', 'Main'])[1 + floor(random() * 10)::int] ||
+					  ' ' || (ARRAY['Street', 'Avenue', 'Road', 'Lane', 'Drive'])[1 + floor(random() * 5)::int],
+			'city', (ARRAY['Springfield', 'Riverside', 'Fairview', 'Madison', 'Georgetown', 'Franklin', 'Clinton', 'Salem'])[1 + floor(random() * 8)::int],
+			'state', (ARRAY['CA', 'NY', 'TX', 'WA', 'IL', 'OR', 'MA', 'FL'])[1 + floor(random() * 8)::int],
+			'zip', lpad(floor(random() * 99999)::int::text, 5, '0')),
+		'email', lower(first) || '.' || lower(last) || floor(random() * 100)::int || '@example.com',
+		'phone', '+1 ' || (200 + floor(random() * 799))::int || ' 555 ' || lpad(floor(random() * 9999)::int::text, 4, '0')),
+	'metadata', jsonb_build_object(
+		'command', (ARRAY['CreatePerson', 'ChangeName', 'ChangeAddress', 'ChangeEmail'])[1 + floor(random() * 4)::int],
+		'initiatorId', md5(program),
+		'sessionId', md5(random()::text)),
+	'validation', jsonb_build_object('program', program, 'call', call, 'k', k, 'n', n))
+FROM (SELECT (ARRAY['Ada', 'Grace', 'Alan', 'Edsger', 'Barbara', 'Donald', 'Frances', 'Ken', 'Margaret', 'Dennis'])[1 + floor(random() * 10)::int] AS first,
+			 (ARRAY['Lovelace', 'Hopper', 'Turing', 'Dijkstra', 'Liskov', 'Knuth', 'Allen', 'Thompson', 'Hamilton', 'Ritchie'])[1 + floor(random() * 10)::int] AS last) names
+$$;
+
+-- Load person events: calls of events_per_call events, one transaction
+-- per call.  Run several at once (with different programs) for concurrency.
+CREATE PROCEDURE replicator.load_person_data(program text, calls integer,
+											 events_per_call integer DEFAULT 5,
+											 progress_every integer DEFAULT 0)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	IF calls < 1 OR events_per_call < 1 THEN
+		RAISE EXCEPTION 'calls and events_per_call must be at least 1'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	FOR c IN 1..calls LOOP
+		PERFORM @extschema@.insert_events(ARRAY(
+			SELECT replicator.person_event(program, c, k, events_per_call)
+			FROM generate_series(1, events_per_call) k));
+		COMMIT;
+		IF progress_every > 0 AND c % progress_every = 0 THEN
+			RAISE NOTICE 'load_person_data %: % of % calls', program, c, calls;
+		END IF;
+	END LOOP;
+END
+$$;
+
+-- A small event (about 230 bytes) for latency measurements at a set rate.
+CREATE FUNCTION replicator.perf_event()
+RETURNS jsonb
+LANGUAGE sql VOLATILE PARALLEL SAFE
+AS $$
+SELECT jsonb_build_object(
+	'entityName', 'Sensor',
+	'entityId', md5(random()::text),
+	'operation', 'measured',
+	'propertyName', 'reading',
+	'value', round((random() * 1000)::numeric, 3),
+	'metadata', jsonb_build_object('command', 'Measure', 'sentAt', clock_timestamp()))
+$$;
