@@ -15,6 +15,7 @@
 #include "catalog/pg_extension.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/rel.h"
@@ -30,9 +31,30 @@ int			replicator_connect_timeout = 15000;
 int			replicator_poll_interval = 1000;
 char	   *replicator_destination_synchronous_commit = NULL;
 int			replicator_destination_sessions = 2;
+int			replicator_max_databases = 64;
 bool		replicator_preloaded = false;
 
 void		_PG_init(void);
+
+/*
+ * The destination sessions send this value in their startup packet: a
+ * value the server refuses would make every connection fail, so refuse it
+ * here, where the mistake is made.
+ */
+static bool
+check_destination_synchronous_commit(char **newval, void **extra, GucSource source)
+{
+	static const char *const values[] = {"local", "remote_write", "remote_apply", NULL};
+	bool		b;
+
+	if (parse_bool(*newval, &b))
+		return true;
+	for (int i = 0; values[i] != NULL; i++)
+		if (pg_strcasecmp(*newval, values[i]) == 0)
+			return true;
+	GUC_check_errdetail("Valid values are on, off, local, remote_write and remote_apply.");
+	return false;
+}
 
 void
 _PG_init(void)
@@ -67,7 +89,7 @@ _PG_init(void)
 							   &replicator_destination_synchronous_commit,
 							   "off",
 							   PGC_SIGHUP, 0,
-							   NULL, NULL, NULL);
+							   check_destination_synchronous_commit, NULL, NULL);
 
 	DefineCustomIntVariable("replicator.destination_sessions",
 							"Sessions each streaming worker opens to its destination.",
@@ -75,6 +97,14 @@ _PG_init(void)
 							&replicator_destination_sessions,
 							2, 1, REPLICATOR_MAX_SESSIONS,
 							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("replicator.max_databases",
+							"Databases with the extension that the launcher serves at once.",
+							"Databases without the extension take no entry once scanned.",
+							&replicator_max_databases,
+							64, 1, 65536,
+							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("replicator");
@@ -85,7 +115,13 @@ _PG_init(void)
 	replicator_preloaded = true;
 	replicator_shmem_request();
 	replicator_install_utility_hook();
-	replicator_register_launcher();
+
+	/*
+	 * pg_upgrade runs its servers in binary-upgrade mode: nothing may stream
+	 * from (or write to) a cluster while it is being upgraded.
+	 */
+	if (!IsBinaryUpgrade)
+		replicator_register_launcher();
 }
 
 PG_FUNCTION_INFO_V1(replicator_streaming_available);

@@ -19,6 +19,7 @@ extern int	replicator_connect_timeout;
 extern int	replicator_poll_interval;
 extern char *replicator_destination_synchronous_commit;
 extern int	replicator_destination_sessions;
+extern int	replicator_max_databases;
 
 /* True in processes forked after the library was preloaded. */
 extern bool replicator_preloaded;
@@ -39,6 +40,7 @@ extern void replicator_install_utility_hook(void);
 
 /* worker/shmem.c: signals sent at commit of the calling transaction */
 extern void replicator_request_rescan_at_commit(void);
+extern void replicator_request_rescan_of_created(Oid dboid);
 extern void replicator_wake_workers_at_commit(void);
 
 #endif							/* REPLICATOR_H */

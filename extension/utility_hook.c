@@ -11,8 +11,10 @@
 
 #include "access/xact.h"
 #include "commands/dbcommands.h"
+#include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 
 #include "replicator.h"
 #include "worker.h"
@@ -42,33 +44,53 @@ replicator_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 				   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
 	Node	   *parsetree = pstmt->utilityStmt;
-	Oid			dropped_db = InvalidOid;
+	volatile Oid dropped_db = InvalidOid;
 
-	if (IsA(parsetree, DropdbStmt))
+	/*
+	 * Stop the workers only for a drop that can go ahead: by the owner (or a
+	 * superuser), outside a transaction block.  Anyone else's DROP DATABASE
+	 * fails on its own and must not stop streaming on the way.
+	 */
+	if (IsA(parsetree, DropdbStmt) && !IsTransactionBlock())
 	{
-		dropped_db = get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
-		if (OidIsValid(dropped_db))
+		Oid			dboid = get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
+
+		if (OidIsValid(dboid) && dboid != MyDatabaseId &&
+			pg_database_ownercheck(dboid, GetUserId()))
+		{
+			dropped_db = dboid;
 			replicator_stop_database_workers(dropped_db);
+		}
 	}
 	else if (drops_this_extension(parsetree))
 		replicator_request_rescan_at_commit();
 
-	if (prev_utility_hook)
-		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params,
-						  queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
-								queryEnv, dest, qc);
+	PG_TRY();
+	{
+		if (prev_utility_hook)
+			prev_utility_hook(pstmt, queryString, readOnlyTree, context, params,
+							  queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+									queryEnv, dest, qc);
+	}
+	PG_CATCH();
+	{
+		/* still in use, say: stream again now, not after the pause */
+		if (OidIsValid(dropped_db))
+			replicator_database_drop_failed(dropped_db);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 
 	if (OidIsValid(dropped_db))
 		replicator_forget_database(dropped_db);
 	else if (IsA(parsetree, CreatedbStmt))
 	{
-		/* CREATE DATABASE runs outside a transaction block: signal now */
 		Oid			dboid = get_database_oid(((CreatedbStmt *) parsetree)->dbname, true);
 
 		if (OidIsValid(dboid))
-			replicator_request_rescan(dboid);
+			replicator_request_rescan_of_created(dboid);
 	}
 }
 

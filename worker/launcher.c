@@ -45,7 +45,7 @@
 /* Longest wait between two restarts of a worker that keeps dying. */
 #define MAX_RESTART_DELAY_MS	30000
 
-static BackgroundWorkerHandle *scan_handles[REPLICATOR_MAX_DATABASES];
+static BackgroundWorkerHandle **scan_handles;	/* replicator.max_databases */
 static BackgroundWorkerHandle *stream_handles[REPLICATOR_MAX_REPLICAS];
 
 static void
@@ -79,6 +79,21 @@ launcher_detach(int code, Datum arg)
 	LWLockRelease(ReplicatorState->lock);
 }
 
+/*
+ * Databases still to scan once the launcher started: as many as there are
+ * free entries at a time, since the scans of those without the extension
+ * free theirs.
+ */
+static List *unscanned_databases = NIL;
+
+static void
+scan_unscanned_databases(void)
+{
+	while (unscanned_databases != NIL &&
+		   replicator_try_rescan(linitial_oid(unscanned_databases)))
+		unscanned_databases = list_delete_first(unscanned_databases);
+}
+
 /* Every database that accepts connections gets a scan. */
 static void
 scan_all_databases(void)
@@ -86,8 +101,6 @@ scan_all_databases(void)
 	Relation	rel;
 	TableScanDesc scan;
 	HeapTuple	tup;
-	List	   *dboids = NIL;
-	ListCell   *lc;
 
 	StartTransactionCommand();
 	(void) GetTransactionSnapshot();
@@ -98,14 +111,19 @@ scan_all_databases(void)
 		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
 
 		if (db->datallowconn && !db->datistemplate)
-			dboids = lappend_oid(dboids, db->oid);
+		{
+			/* kept past the transaction */
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			unscanned_databases = lappend_oid(unscanned_databases, db->oid);
+			MemoryContextSwitchTo(old);
+		}
 	}
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
 	CommitTransactionCommand();
 
-	foreach(lc, dboids)
-		replicator_request_rescan(lfirst_oid(lc));
+	scan_unscanned_databases();
 }
 
 static bool
@@ -155,7 +173,7 @@ launcher_pass(void)
 
 	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
 
-	for (int i = 0; i < REPLICATOR_MAX_DATABASES; i++)
+	for (int i = 0; i < replicator_max_databases; i++)
 	{
 		DatabaseEntry *db = &ReplicatorState->databases[i];
 
@@ -180,7 +198,7 @@ launcher_pass(void)
 
 		if (!slot->in_use)
 			continue;
-		for (int d = 0; d < REPLICATOR_MAX_DATABASES; d++)
+		for (int d = 0; d < replicator_max_databases; d++)
 			if (ReplicatorState->databases[d].dboid == slot->dboid &&
 				ReplicatorState->databases[d].dropping_until > now)
 				dropping = true;
@@ -190,7 +208,13 @@ launcher_pass(void)
 			if (slot->pid > 0)
 				kill(slot->pid, SIGTERM);
 			else if (!running)
+			{
 				slot->in_use = false;
+				/* scan again: a database left with no slot may free its entry */
+				for (int d = 0; d < replicator_max_databases; d++)
+					if (ReplicatorState->databases[d].dboid == slot->dboid)
+						ReplicatorState->databases[d].catalog_generation++;
+			}
 			continue;
 		}
 		if (running || dropping)
@@ -229,6 +253,9 @@ replicator_launcher_main(Datum arg)
 	/* no database: the launcher reads only the shared catalog pg_database */
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 
+	scan_handles = MemoryContextAllocZero(TopMemoryContext,
+										  sizeof(BackgroundWorkerHandle *) * replicator_max_databases);
+
 	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
 	ReplicatorState->launcher_latch = MyLatch;
 	ReplicatorState->launcher_pid = MyProcPid;
@@ -249,6 +276,7 @@ replicator_launcher_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
+		scan_unscanned_databases();
 		sleep_ms = launcher_pass();
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -268,7 +296,7 @@ scan_detach(int code, Datum arg)
 	Oid			dboid = DatumGetObjectId(arg);
 
 	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < REPLICATOR_MAX_DATABASES; i++)
+	for (int i = 0; i < replicator_max_databases; i++)
 		if (ReplicatorState->databases[i].dboid == dboid &&
 			ReplicatorState->databases[i].scan_pid == MyProcPid)
 			ReplicatorState->databases[i].scan_pid = 0;
@@ -283,14 +311,19 @@ replicator_scan_main(Datum arg)
 	Oid			dboid = DatumGetObjectId(arg);
 	List	   *names = NIL;
 	ListCell   *lc;
+	uint64		generation = 0;
+	bool		installed;
 
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
 	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < REPLICATOR_MAX_DATABASES; i++)
+	for (int i = 0; i < replicator_max_databases; i++)
 		if (ReplicatorState->databases[i].dboid == dboid)
+		{
 			ReplicatorState->databases[i].scan_pid = MyProcPid;
+			generation = ReplicatorState->databases[i].scanned_generation;
+		}
 	LWLockRelease(ReplicatorState->lock);
 	before_shmem_exit(scan_detach, arg);
 
@@ -300,7 +333,8 @@ replicator_scan_main(Datum arg)
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (OidIsValid(replicator_source_namespace()))
+	installed = OidIsValid(replicator_source_namespace());
+	if (installed)
 	{
 		int			ret = SPI_execute("SELECT name FROM replicator.replicas"
 									  " WHERE enabled AND invalid_reason IS NULL",
@@ -319,6 +353,10 @@ replicator_scan_main(Datum arg)
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
+
+	/* a database without the extension needs no entry: serve another */
+	if (!installed)
+		replicator_release_database(dboid, generation);
 
 	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
 	/* slots of this database: wanted if still in the catalog */

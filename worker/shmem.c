@@ -27,13 +27,21 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static bool xact_callback_registered = false;
 static bool rescan_at_commit = false;
 static bool wake_at_commit = false;
+static Oid	created_db = InvalidOid;
+
+static Size
+replicator_shmem_size(void)
+{
+	return MAXALIGN(add_size(offsetof(ReplicatorShared, databases),
+							 mul_size(replicator_max_databases, sizeof(DatabaseEntry))));
+}
 
 static void
 replicator_shmem_request_hook(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(ReplicatorShared)));
+	RequestAddinShmemSpace(replicator_shmem_size());
 	RequestNamedLWLockTranche("replicator", 1);
 }
 
@@ -46,10 +54,10 @@ replicator_shmem_startup_hook(void)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	ReplicatorState = ShmemInitStruct("replicator", sizeof(ReplicatorShared), &found);
+	ReplicatorState = ShmemInitStruct("replicator", replicator_shmem_size(), &found);
 	if (!found)
 	{
-		memset(ReplicatorState, 0, sizeof(ReplicatorShared));
+		memset(ReplicatorState, 0, replicator_shmem_size());
 		ReplicatorState->lock = &(GetNamedLWLockTranche("replicator"))->lock;
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -90,15 +98,28 @@ replica_state_name(ReplicaState state)
 void
 replicator_request_rescan(Oid dboid)
 {
+	if (!replicator_try_rescan(dboid))
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("replicator serves at most %d databases with the extension at once; database %u is not served",
+						replicator_max_databases, dboid),
+				 errhint("Raise replicator.max_databases (needs a restart).")));
+}
+
+/* The same, but false (and nothing else) when every entry is taken. */
+bool
+replicator_try_rescan(Oid dboid)
+{
 	DatabaseEntry *free_entry = NULL;
 	Latch	   *launcher;
+	bool		done = true;
 	int			i;
 
 	if (ReplicatorState == NULL)
-		return;
+		return true;
 
 	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
-	for (i = 0; i < REPLICATOR_MAX_DATABASES; i++)
+	for (i = 0; i < replicator_max_databases; i++)
 	{
 		DatabaseEntry *db = &ReplicatorState->databases[i];
 
@@ -107,7 +128,7 @@ replicator_request_rescan(Oid dboid)
 		if (!OidIsValid(db->dboid) && free_entry == NULL)
 			free_entry = db;
 	}
-	if (i < REPLICATOR_MAX_DATABASES)
+	if (i < replicator_max_databases)
 		ReplicatorState->databases[i].catalog_generation++;
 	else if (free_entry != NULL)
 	{
@@ -116,14 +137,13 @@ replicator_request_rescan(Oid dboid)
 		free_entry->catalog_generation = 1;
 	}
 	else
-		ereport(WARNING,
-				(errmsg("replicator serves at most %d databases; database %u is not served",
-						REPLICATOR_MAX_DATABASES, dboid)));
+		done = false;
 	launcher = ReplicatorState->launcher_latch;
 	LWLockRelease(ReplicatorState->lock);
 
-	if (launcher)
+	if (launcher && done)
 		SetLatch(launcher);
+	return done;
 }
 
 /*
@@ -137,7 +157,7 @@ replicator_catalog_generation(Oid dboid)
 	uint64		generation = 0;
 
 	LWLockAcquire(ReplicatorState->lock, LW_SHARED);
-	for (int i = 0; i < REPLICATOR_MAX_DATABASES; i++)
+	for (int i = 0; i < replicator_max_databases; i++)
 		if (ReplicatorState->databases[i].dboid == dboid)
 			generation = ReplicatorState->databases[i].catalog_generation;
 	LWLockRelease(ReplicatorState->lock);
@@ -176,6 +196,9 @@ replicator_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 			if (rescan_at_commit)
 				replicator_request_rescan(MyDatabaseId);
+			if (OidIsValid(created_db))
+				replicator_request_rescan(created_db);
+			created_db = InvalidOid;
 			if (wake_at_commit && ReplicatorState != NULL)
 				wake_database_workers(MyDatabaseId);
 			rescan_at_commit = wake_at_commit = false;
@@ -183,6 +206,7 @@ replicator_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			rescan_at_commit = wake_at_commit = false;
+			created_db = InvalidOid;
 			break;
 		default:
 			break;
@@ -207,6 +231,17 @@ replicator_request_rescan_at_commit(void)
 	rescan_at_commit = true;
 }
 
+/*
+ * A database was created (from a template that may have the extension): it
+ * is scanned once it exists for others, at commit.
+ */
+void
+replicator_request_rescan_of_created(Oid dboid)
+{
+	register_xact_callback();
+	created_db = dboid;
+}
+
 /* Events were inserted: the streaming workers wake at commit. */
 void
 replicator_wake_workers_at_commit(void)
@@ -218,9 +253,9 @@ replicator_wake_workers_at_commit(void)
 }
 
 /*
- * DROP DATABASE is about to run: stop dboid's workers and start none for a
- * while, so that they do not hold the database open.  If the drop fails they
- * start again after that while.
+ * DROP DATABASE is about to run, and may: stop dboid's workers and start
+ * none for a while, so that they do not hold the database open.  If the
+ * drop fails after all, replicator_database_drop_failed() restarts them.
  */
 void
 replicator_stop_database_workers(Oid dboid)
@@ -231,7 +266,7 @@ replicator_stop_database_workers(Oid dboid)
 		return;
 
 	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < REPLICATOR_MAX_DATABASES; i++)
+	for (int i = 0; i < replicator_max_databases; i++)
 	{
 		DatabaseEntry *db = &ReplicatorState->databases[i];
 
@@ -259,11 +294,72 @@ replicator_forget_database(Oid dboid)
 		return;
 
 	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < REPLICATOR_MAX_DATABASES; i++)
+	for (int i = 0; i < replicator_max_databases; i++)
 		if (ReplicatorState->databases[i].dboid == dboid)
 			memset(&ReplicatorState->databases[i], 0, sizeof(DatabaseEntry));
 	for (int i = 0; i < REPLICATOR_MAX_REPLICAS; i++)
 		if (ReplicatorState->slots[i].dboid == dboid)
 			ReplicatorState->slots[i].in_use = ReplicatorState->slots[i].wanted = false;
+	LWLockRelease(ReplicatorState->lock);
+}
+
+/* DROP DATABASE failed after its workers were stopped: start them again. */
+void
+replicator_database_drop_failed(Oid dboid)
+{
+	Latch	   *launcher = NULL;
+
+	if (ReplicatorState == NULL)
+		return;
+
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < replicator_max_databases; i++)
+	{
+		DatabaseEntry *db = &ReplicatorState->databases[i];
+
+		if (db->dboid == dboid)
+		{
+			db->dropping_until = 0;
+			db->catalog_generation++;	/* and scan it again */
+		}
+	}
+	for (int i = 0; i < REPLICATOR_MAX_REPLICAS; i++)
+	{
+		ReplicaSlot *slot = &ReplicatorState->slots[i];
+
+		if (slot->in_use && slot->dboid == dboid)
+		{
+			slot->start_after = 0;
+			slot->failed_starts = 0;
+		}
+	}
+	launcher = ReplicatorState->launcher_latch;
+	LWLockRelease(ReplicatorState->lock);
+	if (launcher)
+		SetLatch(launcher);
+}
+
+/*
+ * A scan found no extension in dboid: free its entry for another database,
+ * unless a newer catalog change asked for another scan meanwhile, or a
+ * destination of it is still served.
+ */
+void
+replicator_release_database(Oid dboid, uint64 scanned_generation)
+{
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < REPLICATOR_MAX_REPLICAS; i++)
+		if (ReplicatorState->slots[i].in_use && ReplicatorState->slots[i].dboid == dboid)
+		{
+			LWLockRelease(ReplicatorState->lock);
+			return;
+		}
+	for (int i = 0; i < replicator_max_databases; i++)
+	{
+		DatabaseEntry *db = &ReplicatorState->databases[i];
+
+		if (db->dboid == dboid && db->catalog_generation == scanned_generation)
+			memset(db, 0, sizeof(DatabaseEntry));
+	}
 	LWLockRelease(ReplicatorState->lock);
 }

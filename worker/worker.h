@@ -21,7 +21,6 @@
 #include "replicator.h"
 
 #define REPLICATOR_MAX_REPLICAS		64
-#define REPLICATOR_MAX_DATABASES	64
 #define REPLICA_NAME_LEN			64
 #define REPLICA_ERROR_LEN			512
 
@@ -74,8 +73,9 @@ typedef struct ReplicatorShared
 	LWLock	   *lock;
 	Latch	   *launcher_latch;
 	pid_t		launcher_pid;
-	DatabaseEntry databases[REPLICATOR_MAX_DATABASES];
 	ReplicaSlot slots[REPLICATOR_MAX_REPLICAS];
+	/* replicator.max_databases entries; free ones have dboid 0 */
+	DatabaseEntry databases[FLEXIBLE_ARRAY_MEMBER];
 } ReplicatorShared;
 
 extern ReplicatorShared *ReplicatorState;
@@ -83,8 +83,11 @@ extern ReplicatorShared *ReplicatorState;
 /* shmem.c */
 extern void replicator_shmem_request(void);
 extern void replicator_request_rescan(Oid dboid);
+extern bool replicator_try_rescan(Oid dboid);
 extern void replicator_stop_database_workers(Oid dboid);
 extern void replicator_forget_database(Oid dboid);
+extern void replicator_database_drop_failed(Oid dboid);
+extern void replicator_release_database(Oid dboid, uint64 scanned_generation);
 extern uint64 replicator_catalog_generation(Oid dboid);
 extern const char *replica_state_name(ReplicaState state);
 
