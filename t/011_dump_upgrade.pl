@@ -162,11 +162,6 @@ $rst->safe_psql('updated', 'ALTER EXTENSION replicator UPDATE');
 is($rst->safe_psql('updated', q{SELECT extversion FROM pg_extension WHERE extname = 'replicator'}),
 	'1.1', 'updated to 1.1');
 is(dump_events($rst, 'updated'), $before, 'the update keeps every event');
-is( $rst->safe_psql('updated',
-		q{SELECT first_id FROM insert_events_array(ARRAY['{"after":"update"}']::jsonb[])}),
-	'92', 'and ids continue');
-is($rst->safe_psql('updated', q{SELECT count(*) FROM replicator.replicas WHERE name = 'kept'}),
-	'1', 'and the destinations');
 $rst->safe_psql('fresh', 'CREATE EXTENSION replicator');
 
 # Every object the extension owns, and every object in its schemas, with
@@ -274,18 +269,27 @@ ORDER BY line
 my $updated = $rst->safe_psql('updated', $describe);
 my $fresh = $rst->safe_psql('fresh', $describe);
 # the definitions separated into objects: one per line that starts a new one
-my @objects_updated = split /\n(?=(?:extension|config table|member|not a member|schema|function|relation|column|index|constraint|trigger|view|rule|policy|type|event trigger) )/, $updated;
-my @objects_fresh = split /\n(?=(?:extension|config table|member|not a member|schema|function|relation|column|index|constraint|trigger|view|rule|policy|type|event trigger) )/, $fresh;
+my $object_start = qr/\n(?=(?:extension|config table|member|schema|function|relation|column|index|constraint|trigger|view|rule|policy|type|event trigger) |not a member: )/;
+my @objects_updated = split $object_start, $updated;
+my @objects_fresh = split $object_start, $fresh;
 my %in_fresh = map { $_ => 1 } @objects_fresh;
 my %in_updated = map { $_ => 1 } @objects_updated;
 my @only_updated = grep { !$in_fresh{$_} } @objects_updated;
 my @only_fresh = grep { !$in_updated{$_} } @objects_fresh;
 cmp_ok(scalar(@objects_fresh), '>', 50, scalar(@objects_fresh) . ' object descriptions of a fresh 1.1 install');
-is(join("\n---\n", map { "only after UPDATE: $_" } @only_updated)
-	  . join("\n---\n", map { "only in a fresh install: $_" } @only_fresh),
+is( join("\n---\n",
+		(map { "only after UPDATE: $_" } @only_updated),
+		(map { "only in a fresh install: $_" } @only_fresh)),
 	'', 'ALTER EXTENSION UPDATE from 1.0 gives exactly the objects of a fresh 1.1 install');
 like($fresh, qr/^function insert_events_array\(jsonb\[\]\)/m, 'the description names the functions');
 like($fresh, qr/^config table replicator\.replicas condition ''$/m, 'and the config tables');
+
+# and the updated source works on
+is( ($rst->psql('updated',
+		q{SELECT first_id FROM insert_events_array(ARRAY['{"after":"update"}']::jsonb[])}))[1],
+	'92', 'and ids continue');
+is($rst->safe_psql('updated', q{SELECT count(*) FROM replicator.replicas WHERE name = 'kept'}),
+	'1', 'and the destinations');
 
 $src->stop;
 $dst->stop;
