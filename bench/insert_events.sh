@@ -22,7 +22,7 @@ psql_b() { as_pg psql -X -q -h /tmp -p "$PORT" -d postgres -v ON_ERROR_STOP=1 "$
 EVENT="jsonb_build_object('entityName', 'Person', 'entityId', md5(random()::text), 'operation', 'updated', 'propertyName', 'address', 'value', jsonb_build_object('street', repeat('s', 40), 'city', 'Springfield', 'zip', '12345', 'phone', '+1 555 0100', 'email', md5(random()::text) || '@example.com'), 'metadata', jsonb_build_object('command', 'ChangeAddress', 'initiator', md5(random()::text), 'note', repeat('n', 180)), 'k', k)"
 
 scripts=$(as_pg mktemp -d /tmp/replicator-bench-scripts.XXXXXX)
-echo "SELECT insert_events(ARRAY(SELECT $EVENT FROM generate_series(1, :n) k));" | as_pg tee "$scripts/replicator.sql" >/dev/null
+echo "SELECT insert_events_array(ARRAY(SELECT $EVENT FROM generate_series(1, :n) k));" | as_pg tee "$scripts/replicator.sql" >/dev/null
 echo "INSERT INTO baseline (ts, event) SELECT now(), $EVENT FROM generate_series(1, :n) k;" | as_pg tee "$scripts/baseline.sql" >/dev/null
 
 reset_tables() {

@@ -19,7 +19,9 @@ while [ $# -gt 0 ]; do
 	esac
 done
 run() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+# the load tools (replicator_load.perf_event) live outside the extension
+run psql -X -q -h "$HOST" -p "$PORT" -d "$DB" -U "$USER_" -v ON_ERROR_STOP=1 < "$(dirname "$0")/load_tools.sql" >/dev/null
 script=$(run mktemp /tmp/replicator-perf.XXXXXX)
 trap 'rm -f "$script"' EXIT
-echo "SELECT insert_events(ARRAY[replicator.perf_event()]);" | run tee "$script" >/dev/null
+echo "SELECT insert_events_array(ARRAY[replicator_load.perf_event()]);" | run tee "$script" >/dev/null
 run pgbench -n -h "$HOST" -p "$PORT" -U "$USER_" -c "$CLIENTS" -j "$CLIENTS" -R "$RATE" -T "$SECS" -P 5 -f "$script" "$DB"

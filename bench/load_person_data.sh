@@ -24,13 +24,15 @@ done
 run() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 q() { run psql -X -q -At -h "$HOST" -p "$PORT" -d "$DB" -U "$USER_" -v ON_ERROR_STOP=1 "$@"; }
 
+# the load tools (replicator_load.load_person_data) live outside the extension
+q < "$(dirname "$0")/load_tools.sql" >/dev/null
 calls=$(( (TOTAL + CLIENTS * PER_CALL - 1) / (CLIENTS * PER_CALL) ))
 run_id="person-$(date +%s)-$$"
 start_max=$(q -c "SELECT coalesce(max(id), 0) FROM events")
 echo "loading $((calls * CLIENTS * PER_CALL)) events: $CLIENTS clients x $calls calls x $PER_CALL events (program $run_id-<client>)"
 pids=()
 for c in $(seq 1 "$CLIENTS"); do
-	q -c "CALL replicator.load_person_data('$run_id-$c', $calls, $PER_CALL)" &
+	q -c "CALL replicator_load.load_person_data('$run_id-$c', $calls, $PER_CALL)" &
 	pids+=($!)
 done
 t0=$(date +%s.%N)

@@ -242,7 +242,8 @@ compare_range(DiffState *st, int64 lo, int64 hi, int depth)
 
 /*
  * A table's own invariants: ids 1..max, ts never decreasing with id, and
- * every load-generator call complete and contiguous.  kind names the side.
+ * every load-generator call (ours or slate's) complete and contiguous.  kind
+ * names the side.
  */
 static void
 validate_side(DiffState *st, const char *kind, const char *table, bool remote)
@@ -253,17 +254,28 @@ validate_side(DiffState *st, const char *kind, const char *table, bool remote)
 	sqls[0] = psprintf("SELECT count(*), coalesce(min(id), 0), coalesce(max(id), 0) FROM %s", table);
 	sqls[1] = psprintf("SELECT count(*), min(id) FROM (SELECT id, ts < lag(ts) OVER (ORDER BY id) AS dec FROM %s) s WHERE dec",
 					   table);
-	/* validation data of load_person_data: {program, call, k, n} */
+	/*
+	 * Calls of the load generators: ours (validation: program, call, k, n)
+	 * and slate's loadPersonData (testingStats: programId, dbOperationId,
+	 * dbOperationEventNum, dbOperationEventCount).  Each call's events must
+	 * all be there, contiguous, in the order of k.
+	 */
 	sqls[2] = psprintf("SELECT count(*) FILTER (WHERE NOT ok), min(first_id) FILTER (WHERE NOT ok), count(*) FROM ("
-					   " SELECT count(*) = max((v->>'n')::int)"
+					   " SELECT count(*) = max(n)"
 					   "    AND max(id) - min(id) + 1 = count(*)"
-					   "    AND count(DISTINCT v->>'k') = count(*)"
-					   "    AND bool_and(id - (v->>'k')::bigint = min_id - 1) AS ok,"
+					   "    AND count(DISTINCT k) = count(*)"
+					   "    AND bool_and(id - k = min_id - 1) AS ok,"
 					   "    min(id) AS first_id"
-					   " FROM (SELECT id, event->'validation' AS v,"
-					   "        min(id) OVER (PARTITION BY event #>> '{validation,program}', event #>> '{validation,call}') AS min_id"
-					   "       FROM %s WHERE event ? 'validation') e"
-					   " GROUP BY v->>'program', v->>'call') calls",
+					   " FROM (SELECT id, program, call, k, n,"
+					   "        min(id) OVER (PARTITION BY program, call) AS min_id"
+					   "       FROM (SELECT id,"
+					   "              coalesce('replicator:' || (event #>> '{validation,program}'),"
+					   "                       'slate:' || (event #>> '{testingStats,programId}')) AS program,"
+					   "              coalesce(event #>> '{validation,call}', event #>> '{testingStats,dbOperationId}') AS call,"
+					   "              coalesce(event #>> '{validation,k}', event #>> '{testingStats,dbOperationEventNum}')::bigint AS k,"
+					   "              coalesce(event #>> '{validation,n}', event #>> '{testingStats,dbOperationEventCount}')::bigint AS n"
+					   "             FROM %s WHERE event ? 'validation' OR event ? 'testingStats') v) e"
+					   " GROUP BY program, call) calls",
 					   table);
 
 	r = remote ? remote_rows(st, sqls[0]) : local_rows(sqls[0]);

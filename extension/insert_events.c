@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * insert_events.c
- *	  insert_events(): the only way rows enter the events table.
+ *	  insert_events() and insert_events_array(): the only ways rows enter the
+ *	  events table.
  *
  * Ids are allocated by updating the one row of the id table; the row lock is
  * held until commit, so ids are gapless (a rollback returns them) and are
@@ -10,8 +11,9 @@
  * a call shares it and it increases strictly from one call to the next.
  *
  * slate's text form is parsed, never executed: each row must be
- * ($1[k], $2, '<json>'), and its JSON goes down the same path as the jsonb[]
- * form.
+ * ($1[k], $2, '<json>'), and its JSON goes down the same path as
+ * insert_events_array(jsonb[]).  The two have different names because slate's
+ * replicator requires exactly one routine named insert_events.
  *
  *-------------------------------------------------------------------------
  */
@@ -180,7 +182,8 @@ insert_event_array(Oid nspid, ArrayType *events, int64 count)
 }
 
 /* ----------------------------------------------------------------
- * The jsonb[] form
+ * insert_events_array(jsonb[]); the C symbol keeps its 1.0 name, so that a
+ * 1.0 install works with this library until ALTER EXTENSION UPDATE.
  * ----------------------------------------------------------------
  */
 PG_FUNCTION_INFO_V1(replicator_insert_events_jsonb);

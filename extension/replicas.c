@@ -25,6 +25,7 @@
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
+#include "dump_restore.h"
 #include "replicator.h"
 #include "worker.h"
 
@@ -154,6 +155,8 @@ replicator_add_replica(PG_FUNCTION_ARGS)
 	values[4] = BoolGetDatum(enabled);
 	values[5] = BoolGetDatum(!superuser());
 
+	/* rows inserted any other way arrive paused (dump_restore.c) */
+	replicator_replica_api_insert(true);
 	if (catalog_exec("INSERT INTO replicator.replicas"
 					 " (name, conninfo, role, lag_tolerance, enabled, require_password)"
 					 " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
@@ -161,6 +164,7 @@ replicator_add_replica(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("replica \"%s\" already exists", name)));
+	replicator_replica_api_insert(false);
 	replicator_request_rescan_at_commit();
 	PG_RETURN_VOID();
 }

@@ -66,8 +66,9 @@ RETURNS integer
 AS 'MODULE_PATHNAME', 'replicator_insert_events_text'
 LANGUAGE C VOLATILE;
 
--- The safe form: one event per array element, no SQL text.
-CREATE FUNCTION @extschema@.insert_events(events jsonb[],
+-- The safe form: one event per array element, no SQL text.  A name of its
+-- own: slate's replicator requires exactly one routine named insert_events.
+CREATE FUNCTION @extschema@.insert_events_array(events jsonb[],
 										   OUT first_id bigint,
 										   OUT last_id bigint,
 										   OUT ts timestamptz)
@@ -109,6 +110,21 @@ CREATE TRIGGER check_sql_command
 	BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.id
 	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.filter_sql_command();
 
+-- pg_dump keeps the events; pg_restore COPYs them into the empty table (the
+-- one COPY check_insert lets through), and this trigger then checks their
+-- ids are 1..N and sets the id row after them.  The id table is not dumped:
+-- it follows from the events.
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.events', '');
+
+CREATE FUNCTION @extschema@.check_restored_events()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'replicator_check_restored_events'
+LANGUAGE C;
+
+CREATE TRIGGER check_restored_events
+	AFTER INSERT ON @extschema@.events
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.check_restored_events();
+
 -- ------------------------------------------------------------------------
 -- Destinations (replicas) and the streaming workers' management API.
 -- ------------------------------------------------------------------------
@@ -143,6 +159,19 @@ CREATE TABLE replicator.replicas (
 REVOKE ALL ON replicator.replicas FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE, DELETE ON replicator.replicas TO replicator_admin;
 COMMENT ON TABLE replicator.replicas IS 'destinations the streaming workers copy events to';
+-- pg_dump keeps the destinations; restored rows (any row add_replica did
+-- not insert) arrive paused, so that a copy of a source never streams into
+-- the original's destinations on its own.
+SELECT pg_catalog.pg_extension_config_dump('replicator.replicas', '');
+
+CREATE FUNCTION replicator.pause_unmanaged_replica()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'replicator_pause_unmanaged_replica'
+LANGUAGE C;
+
+CREATE TRIGGER pause_unmanaged_replica
+	BEFORE INSERT ON replicator.replicas
+	FOR EACH ROW EXECUTE FUNCTION replicator.pause_unmanaged_replica();
 
 CREATE FUNCTION replicator.add_replica(name text, conninfo text,
 									   role text DEFAULT 'slave',
@@ -253,7 +282,8 @@ REVOKE EXECUTE ON FUNCTION @extschema@.restore_events(text, text, text, text, in
 GRANT EXECUTE ON FUNCTION @extschema@.restore_events(text, text, text, text, integer) TO replicator_admin;
 
 -- ------------------------------------------------------------------------
--- Verification and load tools.
+-- Verification.  (The load tools are not part of the extension: the tests
+-- and bench/ load bench/load_tools.sql.)
 -- ------------------------------------------------------------------------
 
 -- The differences between the source's events and a destination's:
@@ -266,73 +296,3 @@ AS 'MODULE_PATHNAME', 'replicator_diff'
 LANGUAGE C VOLATILE;
 REVOKE EXECUTE ON FUNCTION replicator.diff(text, bigint, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION replicator.diff(text, bigint, boolean) TO replicator_admin;
-
--- A realistic person event of about 500 bytes, carrying validation data
--- (program, call, k of n) that diff(..., validate => true) checks.
-CREATE FUNCTION replicator.person_event(program text, call bigint, k integer, n integer)
-RETURNS jsonb
-LANGUAGE sql VOLATILE PARALLEL SAFE
-AS $$
-SELECT jsonb_build_object(
-	'entityName', 'Person',
-	'entityId', md5(program || ':' || call || ':' || k),
-	'operation', (ARRAY['created', 'updated', 'updated', 'updated', 'deleted'])[1 + floor(random() * 5)::int],
-	'propertyName', (ARRAY['name', 'address', 'email', 'phone'])[1 + floor(random() * 4)::int],
-	'value', jsonb_build_object(
-		'firstName', first,
-		'lastName', last,
-		'address', jsonb_build_object(
-			'street', (100 + floor(random() * 9800))::int || ' ' ||
-					  (ARRAY['Maple', 'Oak', 'Cedar', 'Elm', 'Pine', 'Washington', 'Lake', 'Hill', 'Park', 'Main'])[1 + floor(random() * 10)::int] ||
-					  ' ' || (ARRAY['Street', 'Avenue', 'Road', 'Lane', 'Drive'])[1 + floor(random() * 5)::int],
-			'city', (ARRAY['Springfield', 'Riverside', 'Fairview', 'Madison', 'Georgetown', 'Franklin', 'Clinton', 'Salem'])[1 + floor(random() * 8)::int],
-			'state', (ARRAY['CA', 'NY', 'TX', 'WA', 'IL', 'OR', 'MA', 'FL'])[1 + floor(random() * 8)::int],
-			'zip', lpad(floor(random() * 99999)::int::text, 5, '0')),
-		'email', lower(first) || '.' || lower(last) || floor(random() * 100)::int || '@example.com',
-		'phone', '+1 ' || (200 + floor(random() * 799))::int || ' 555 ' || lpad(floor(random() * 9999)::int::text, 4, '0')),
-	'metadata', jsonb_build_object(
-		'command', (ARRAY['CreatePerson', 'ChangeName', 'ChangeAddress', 'ChangeEmail'])[1 + floor(random() * 4)::int],
-		'initiatorId', md5(program),
-		'sessionId', md5(random()::text)),
-	'validation', jsonb_build_object('program', program, 'call', call, 'k', k, 'n', n))
-FROM (SELECT (ARRAY['Ada', 'Grace', 'Alan', 'Edsger', 'Barbara', 'Donald', 'Frances', 'Ken', 'Margaret', 'Dennis'])[1 + floor(random() * 10)::int] AS first,
-			 (ARRAY['Lovelace', 'Hopper', 'Turing', 'Dijkstra', 'Liskov', 'Knuth', 'Allen', 'Thompson', 'Hamilton', 'Ritchie'])[1 + floor(random() * 10)::int] AS last) names
-$$;
-
--- Load person events: calls of events_per_call events, one transaction
--- per call.  Run several at once (with different programs) for concurrency.
-CREATE PROCEDURE replicator.load_person_data(program text, calls integer,
-											 events_per_call integer DEFAULT 5,
-											 progress_every integer DEFAULT 0)
-LANGUAGE plpgsql
-AS $$
-BEGIN
-	IF calls < 1 OR events_per_call < 1 THEN
-		RAISE EXCEPTION 'calls and events_per_call must be at least 1'
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	FOR c IN 1..calls LOOP
-		PERFORM @extschema@.insert_events(ARRAY(
-			SELECT replicator.person_event(program, c, k, events_per_call)
-			FROM generate_series(1, events_per_call) k));
-		COMMIT;
-		IF progress_every > 0 AND c % progress_every = 0 THEN
-			RAISE NOTICE 'load_person_data %: % of % calls', program, c, calls;
-		END IF;
-	END LOOP;
-END
-$$;
-
--- A small event (about 230 bytes) for latency measurements at a set rate.
-CREATE FUNCTION replicator.perf_event()
-RETURNS jsonb
-LANGUAGE sql VOLATILE PARALLEL SAFE
-AS $$
-SELECT jsonb_build_object(
-	'entityName', 'Sensor',
-	'entityId', md5(random()::text),
-	'operation', 'measured',
-	'propertyName', 'reading',
-	'value', round((random() * 1000)::numeric, 3),
-	'metadata', jsonb_build_object('command', 'Measure', 'sentAt', clock_timestamp()))
-$$;

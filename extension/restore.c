@@ -129,13 +129,20 @@ restore_from(PGconn *conn, Oid nspid, int64 *remote_count)
 				 errdetail("Its events table has columns (%s).", PQgetvalue(res, 0, 0))));
 	PQclear(res);
 
-	res = remote_row(conn, "SELECT count(*), coalesce(max(id), 0) FROM events", "count the remote's events");
+	/* ids exactly 1..max: as many as max(id), the least 1 */
+	res = remote_row(conn, "SELECT count(*), coalesce(max(id), 0), coalesce(min(id), 1) FROM events",
+					 "count the remote's events");
 	*remote_count = strtoi64(PQgetvalue(res, 0, 0), NULL, 10);
 	if (*remote_count != strtoi64(PQgetvalue(res, 0, 1), NULL, 10))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("restore_events: the remote's events have gaps: %s events, max(id) %s",
 						PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1))));
+	if (strcmp(PQgetvalue(res, 0, 2), "1") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("restore_events: the remote's ids are not exactly 1..max(id): %s events, min(id) %s, max(id) %s",
+						PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 1))));
 	PQclear(res);
 
 	res = remote_exec(conn, "COPY (SELECT id, ts, event FROM events ORDER BY id) TO STDOUT (FORMAT binary)", 0, NULL);
@@ -274,14 +281,16 @@ replicator_restore_events(PG_FUNCTION_ARGS)
 
 		restored = restore_from(conn, nspid, &remote_count);
 
-		/* checked as a destination is: count = max, same first event */
+		/* checked as a destination is: ids 1..max, same first event */
 		SPI_connect();
 		max_id = local_int8(psprintf("SELECT coalesce(max(id), 0) FROM %s.events", nsp));
-		if (restored != remote_count || max_id != restored)
+		if (restored != remote_count || max_id != restored ||
+			(restored > 0 && local_int8(psprintf("SELECT min(id) FROM %s.events", nsp)) != 1))
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_CORRUPTED),
 					 errmsg("restore_events: restored " INT64_FORMAT " events with max(id) " INT64_FORMAT ", the remote has " INT64_FORMAT,
-							restored, max_id, remote_count)));
+							restored, max_id, remote_count),
+					 errdetail("The restored ids must be exactly 1..max(id).")));
 		if (restored > 0)
 		{
 			char	   *detail = NULL;

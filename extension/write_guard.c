@@ -17,6 +17,7 @@
 #include "fmgr.h"
 #include "utils/rel.h"
 
+#include "dump_restore.h"
 #include "replicator.h"
 
 static Oid	write_token = InvalidOid;
@@ -98,14 +99,17 @@ replicator_filter_sql_command(PG_FUNCTION_ARGS)
 			 errmsg("%s on table \"%s\" is not allowed",
 					trigger_command(trigdata),
 					RelationGetRelationName(trigdata->tg_relation)),
-			 errdetail("Events are immutable and their ids gapless; only insert_events() changes these tables."),
-			 errhint("Add events with insert_events().")));
+			 errdetail("Events are immutable and their ids gapless; only insert_events() and insert_events_array() change these tables."),
+			 errhint("Add events with insert_events_array().")));
 	return PointerGetDatum(NULL);	/* keep compiler quiet */
 }
 
 PG_FUNCTION_INFO_V1(replicator_filter_insert);
 
-/* Rejects INSERT into events by any path but insert_events. */
+/*
+ * Rejects INSERT into events by any path but insert_events, and the COPY of
+ * a superuser restoring a dump into an empty table (dump_restore.c).
+ */
 Datum
 replicator_filter_insert(PG_FUNCTION_ARGS)
 {
@@ -113,12 +117,14 @@ replicator_filter_insert(PG_FUNCTION_ARGS)
 
 	if (consume_token(trigdata))
 		return PointerGetDatum(NULL);
+	if (replicator_restore_copy_begins(trigdata->tg_relation))
+		return PointerGetDatum(NULL);
 
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("INSERT into table \"%s\" is only allowed through insert_events()",
+			 errmsg("INSERT into table \"%s\" is only allowed through insert_events_array() or insert_events()",
 					RelationGetRelationName(trigdata->tg_relation)),
-			 errdetail("insert_events() assigns gapless ids in commit order; other inserts would break them."),
-			 errhint("Use SELECT insert_events(ARRAY['{...}']::jsonb[]).")));
+			 errdetail("They assign gapless ids in commit order; other inserts would break them."),
+			 errhint("Use SELECT insert_events_array(ARRAY['{...}']::jsonb[]).")));
 	return PointerGetDatum(NULL);	/* keep compiler quiet */
 }

@@ -34,7 +34,7 @@ log "the event source"
 src -v ON_ERROR_STOP=1 <<'SQL'
 CREATE EXTENSION replicator;
 -- the safe form: one event per array element; returns the ids it assigned
-SELECT * FROM insert_events(ARRAY[
+SELECT * FROM insert_events_array(ARRAY[
   '{"entityName": "Person", "entityId": "p1", "operation": "created"}',
   '{"entityName": "Person", "entityId": "p1", "operation": "updated", "propertyName": "name", "value": "Ada"}'
 ]::jsonb[]);
@@ -47,9 +47,9 @@ log "events are immutable and ids gapless"
 src <<'SQL'
 UPDATE events SET event = '{}' WHERE id = 1;
 BEGIN;
-SELECT last_id FROM insert_events(ARRAY['{"rolled": "back"}']::jsonb[]);
+SELECT last_id FROM insert_events_array(ARRAY['{"rolled": "back"}']::jsonb[]);
 ROLLBACK;
-SELECT last_id FROM insert_events(ARRAY['{"after": "rollback"}']::jsonb[]);
+SELECT last_id FROM insert_events_array(ARRAY['{"after": "rollback"}']::jsonb[]);
 SQL
 
 log "two destinations; each worker creates the events table there"
@@ -59,14 +59,14 @@ SELECT replicator.add_replica('failover', 'host=127.0.0.1 port=$DST2 dbname=post
 SQL
 
 log "100,000 more events in 100 calls; replica_status while they catch up"
-quiet $SRC "SELECT insert_events(ARRAY(SELECT jsonb_build_object('entityName', 'Person', 'entityId', 'p' || c, 'operation', 'updated', 'k', k) FROM generate_series(1, 1000) k)) FROM generate_series(1, 100) c" >/dev/null
+quiet $SRC "SELECT insert_events_array(ARRAY(SELECT jsonb_build_object('entityName', 'Person', 'entityId', 'p' || c, 'operation', 'updated', 'k', k) FROM generate_series(1, 1000) k)) FROM generate_series(1, 100) c" >/dev/null
 for _ in 1 2 3; do status; sleep 0.2; done
 quiet $SRC "SELECT replicator.wait_for_replica('reporting', '2 min') AND replicator.wait_for_replica('failover', '2 min')" >/dev/null
 status
 
 log "the failover destination crashes (immediate stop) while events keep coming"
 as_pg pg_ctl -D "$BASE/dest2" -m immediate -w stop >/dev/null
-quiet $SRC "SELECT insert_events(ARRAY(SELECT jsonb_build_object('during', 'outage', 'k', k) FROM generate_series(1, 5000) k))" >/dev/null
+quiet $SRC "SELECT insert_events_array(ARRAY(SELECT jsonb_build_object('during', 'outage', 'k', k) FROM generate_series(1, 5000) k))" >/dev/null
 quiet $SRC "SELECT replicator.wait_for_replica('reporting', '1 min')" >/dev/null
 status
 log "it comes back and catches up by itself"

@@ -7,16 +7,16 @@ SELECT replicator.streaming_available();
 SELECT * FROM id;
 
 -- the jsonb[] form returns the ids it assigned
-SELECT first_id, last_id FROM insert_events(ARRAY['{"entityName":"Person","operation":"created"}', '{"n":2}']::jsonb[]);
-SELECT first_id, last_id FROM insert_events(ARRAY['{"n":3}']::jsonb[]);
+SELECT first_id, last_id FROM insert_events_array(ARRAY['{"entityName":"Person","operation":"created"}', '{"n":2}']::jsonb[]);
+SELECT first_id, last_id FROM insert_events_array(ARRAY['{"n":3}']::jsonb[]);
 SELECT id, event FROM events ORDER BY id;
 SELECT id FROM id;
 
 -- errors of the jsonb[] form, and nothing changes
-SELECT insert_events(NULL::jsonb[]);
-SELECT insert_events('{}'::jsonb[]);
-SELECT insert_events(ARRAY['{"a":1}', NULL]::jsonb[]);
-SELECT insert_events(ARRAY[['{"a":1}'], ['{"b":1}']]::jsonb[]);
+SELECT insert_events_array(NULL::jsonb[]);
+SELECT insert_events_array('{}'::jsonb[]);
+SELECT insert_events_array(ARRAY['{"a":1}', NULL]::jsonb[]);
+SELECT insert_events_array(ARRAY[['{"a":1}'], ['{"b":1}']]::jsonb[]);
 SELECT count(*), max(id) FROM events;
 SELECT id FROM id;
 

@@ -19,7 +19,7 @@ BEGIN
 	RETURN NEW;
 END $$;
 CREATE TRIGGER sneak AFTER INSERT ON events FOR EACH ROW EXECUTE FUNCTION sneak();
-SELECT insert_events(ARRAY['{"a":1}']::jsonb[]);
+SELECT insert_events_array(ARRAY['{"a":1}']::jsonb[]);
 DROP TRIGGER sneak ON events;
 DROP FUNCTION sneak();
 

@@ -4,12 +4,12 @@ SELECT count(*) FROM pg_namespace WHERE nspname = 'replicator';
 SELECT to_regclass('events'), to_regclass('id');
 CREATE EXTENSION replicator;
 SELECT count(*) FROM events;
-SELECT first_id FROM insert_events(ARRAY['{"fresh":true}']::jsonb[]);
+SELECT first_id FROM insert_events_array(ARRAY['{"fresh":true}']::jsonb[]);
 DROP EXTENSION replicator;
 
 CREATE SCHEMA es;
 CREATE EXTENSION replicator SCHEMA es;
-SELECT first_id, last_id FROM es.insert_events(ARRAY['{"a":1}','{"b":2}']::jsonb[]);
+SELECT first_id, last_id FROM es.insert_events_array(ARRAY['{"a":1}','{"b":2}']::jsonb[]);
 SELECT es.insert_events($$($1[1], $2, '{"c":3}')$$);
 SELECT id, event FROM es.events ORDER BY id;
 INSERT INTO es.events VALUES (9, now(), '{}');

@@ -24,7 +24,7 @@ SELECT replicator.wait_for_replica('nosuch', '1s');
 SELECT count(*) FROM replicator.replicas;
 
 -- streaming: events arrive exactly, woken at commit
-SELECT last_id FROM insert_events(ARRAY(SELECT jsonb_build_object('k', k, 'n', 12345678901234567890.123456789) FROM generate_series(1, 500) k));
+SELECT last_id FROM insert_events_array(ARRAY(SELECT jsonb_build_object('k', k, 'n', 12345678901234567890.123456789) FROM generate_series(1, 500) k));
 SELECT insert_events($$($1[1], $2, '{"entityName":"x","big":1e400}')$$);
 SELECT replicator.wait_for_replica('dst1', '60s');
 SELECT name, state, position, source_max_id, lag_events, lag, events_sent, last_error
@@ -42,7 +42,7 @@ SELECT count(*) = :dst_count AS same_count, max(id) = :dst_max AS same_max,
 -- pause: nothing moves; resume: it catches up
 SELECT replicator.pause_replica('dst1');
 SELECT state FROM replicator.replica_status;
-SELECT last_id FROM insert_events(ARRAY['{"while":"paused"}']::jsonb[]);
+SELECT last_id FROM insert_events_array(ARRAY['{"while":"paused"}']::jsonb[]);
 SELECT replicator.wait_for_replica('dst1', '2s');
 SELECT replicator.resume_replica('dst1');
 SELECT replicator.wait_for_replica('dst1', '60s');

@@ -35,7 +35,7 @@ my $head = <<'EOS';
 BEGIN;
 EOS
 my $jsonb_call = sprintf(
-	"SELECT insert_events(ARRAY(SELECT %s FROM generate_series(1, :n) k));\n",
+	"SELECT insert_events_array(ARRAY(SELECT %s FROM generate_series(1, :n) k));\n",
 	sprintf($event, 'jsonb'));
 my $text_call = sprintf(
 	"SELECT insert_events((SELECT string_agg(format('(\$1[%%s], \$2, %%L)', k, %s), ',' ORDER BY k) FROM generate_series(1, :n) k));\n",
@@ -94,10 +94,10 @@ is($q->('SELECT count(DISTINCT event->>\'form\') FROM events'), '2', 'both forms
 my $listen = $node->safe_psql(
 	'postgres', q{
 LISTEN eventsinsert;
-SELECT insert_events(ARRAY['{"small":true}']::jsonb[]);
-SELECT insert_events(ARRAY[jsonb_build_object('big', repeat('x', 5 * 1024 * 1024))]);
-SELECT insert_events(ARRAY[jsonb_build_object('fits', repeat('f', 7900))]);
-SELECT insert_events(ARRAY[jsonb_build_object('edge', repeat('y', 7980))]);
+SELECT insert_events_array(ARRAY['{"small":true}']::jsonb[]);
+SELECT insert_events_array(ARRAY[jsonb_build_object('big', repeat('x', 5 * 1024 * 1024))]);
+SELECT insert_events_array(ARRAY[jsonb_build_object('fits', repeat('f', 7900))]);
+SELECT insert_events_array(ARRAY[jsonb_build_object('edge', repeat('y', 7980))]);
 SELECT 1;
 });
 my @payloads = $listen =~ /with payload "(.*?)" received/g;
@@ -121,7 +121,7 @@ $plain->start;
 is($ret, 0, 'CREATE EXTENSION works without preloading');
 like($err, qr/WARNING:  replicator is not loaded through shared_preload_libraries/, 'it warns that streaming needs preloading');
 like($err, qr/HINT:  Add shared_preload_libraries = 'replicator' to postgresql.conf/, 'the hint gives the setting');
-is($plain->safe_psql('postgres', q{SELECT last_id FROM insert_events(ARRAY['{}']::jsonb[])}), '1',
+is($plain->safe_psql('postgres', q{SELECT last_id FROM insert_events_array(ARRAY['{}']::jsonb[])}), '1',
 	'insert_events works without preloading');
 $plain->stop;
 

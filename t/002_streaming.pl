@@ -49,7 +49,7 @@ my $script = $source->basedir . '/writer.sql';
 PostgreSQL::Test::Utils::append_to_file($script, <<'EOS');
 \set tag random(1, 1000000000000)
 \set n random(1, 150)
-SELECT insert_events(ARRAY(SELECT jsonb_build_object('client', :client_id, 'tag', :tag, 'k', k, 'n', :n, 'entityName', 'Person', 'entityId', md5(:tag::text), 'pad', repeat('x', 300), 'num', 3.14159265358979323846264338327950288) FROM generate_series(1, :n) k));
+SELECT insert_events_array(ARRAY(SELECT jsonb_build_object('client', :client_id, 'tag', :tag, 'k', k, 'n', :n, 'entityName', 'Person', 'entityId', md5(:tag::text), 'pad', repeat('x', 300), 'num', 3.14159265358979323846264338327950288) FROM generate_series(1, :n) k));
 EOS
 
 sub start_writers
@@ -129,7 +129,7 @@ $writers->kill_kill;
 $writers->finish;
 $source->start;
 $source->safe_psql('postgres',
-	q{SELECT insert_events(ARRAY(SELECT jsonb_build_object('after', 'source crash', 'k', k) FROM generate_series(1, 50) k))});
+	q{SELECT insert_events_array(ARRAY(SELECT jsonb_build_object('after', 'source crash', 'k', k) FROM generate_series(1, 50) k))});
 ok(wait_replica($source, 'd1'), 'd1 caught up after the source crashed');
 ok(wait_replica($source, 'd2'), 'd2 caught up after the source crashed');
 is($source->safe_psql('postgres', 'SELECT count(*) = max(id) FROM events'), 't',

@@ -20,7 +20,7 @@ my $good = destination_node('good');
 my $bad = destination_node('bad');
 
 $source->safe_psql('postgres',
-	q{SELECT insert_events(ARRAY['{"first": true}', '{"second": true}']::jsonb[])});
+	q{SELECT insert_events_array(ARRAY['{"first": true}', '{"second": true}']::jsonb[])});
 
 # --- a destination whose first event differs
 $bad->safe_psql(
@@ -39,7 +39,7 @@ like( $source->safe_psql('postgres',
 	qr/same first event: the destination's first event \(id 1, ts .*\) differs from the source's/,
 	'a destination with a different first event is invalid, with the reason');
 $source->safe_psql('postgres',
-	q{SELECT insert_events(ARRAY(SELECT jsonb_build_object('k', k) FROM generate_series(1, 300) k))});
+	q{SELECT insert_events_array(ARRAY(SELECT jsonb_build_object('k', k) FROM generate_series(1, 300) k))});
 ok(wait_replica($source, 'good'), 'the good destination keeps streaming');
 compare_events($source, $good, 'good equals the source');
 is($bad->safe_psql('postgres', 'SELECT count(*) FROM events'), '1', 'the invalid destination received nothing');
@@ -74,7 +74,7 @@ $other_source->stop;
 
 # --- 5 MB events
 $source->safe_psql('postgres',
-	q{SELECT insert_events(ARRAY(SELECT jsonb_build_object('k', k, 'blob', repeat(md5(k::text), 5 * 1024 * 1024 / 32)) FROM generate_series(1, 3) k))});
+	q{SELECT insert_events_array(ARRAY(SELECT jsonb_build_object('k', k, 'blob', repeat(md5(k::text), 5 * 1024 * 1024 / 32)) FROM generate_series(1, 3) k))});
 ok(wait_replica($source, 'good'), '5 MB events reach the destination');
 compare_events($source, $good, 'good equals the source, 5 MB events included');
 

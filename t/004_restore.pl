@@ -14,7 +14,7 @@ my $old = source_node('old_source');
 my $dest = destination_node('dest');
 add_replica($old, 'd', $dest);
 $old->safe_psql('postgres',
-	q{SELECT insert_events(ARRAY(SELECT jsonb_build_object('call', c, 'k', k, 'x', 1.50) FROM generate_series(1, 40) k))
+	q{SELECT insert_events_array(ARRAY(SELECT jsonb_build_object('call', c, 'k', k, 'x', 1.50) FROM generate_series(1, 40) k))
 	  FROM generate_series(1, 50) c});
 ok(wait_replica($old, 'd'), 'the destination has every event');
 my $count = events_count($old);
@@ -41,7 +41,7 @@ compare_events($dest, $new, 'the restored source equals the destination');
 ($ret, $out, $err) = $new->psql('postgres', $restore);
 like($err, qr/restore_events: table public.events is not empty/, 'a second restore is refused: the source is not empty');
 
-is($new->safe_psql('postgres', q{SELECT first_id FROM insert_events(ARRAY['{"after":"restore"}']::jsonb[])}),
+is($new->safe_psql('postgres', q{SELECT first_id FROM insert_events_array(ARRAY['{"after":"restore"}']::jsonb[])}),
 	'2001', 'ids continue after the restored events');
 is($new->safe_psql('postgres', 'SELECT count(*) = max(id) FROM events'), 't', 'still gapless');
 is( $new->safe_psql('postgres',

@@ -19,7 +19,7 @@ $dest->append_conf('postgresql.conf', "listen_addresses = '127.0.0.1'\n");
 $dest->restart;
 
 $source->safe_psql('postgres',
-	q{SELECT insert_events(ARRAY(SELECT jsonb_build_object('k', k) FROM generate_series(1, 10) k))});
+	q{SELECT insert_events_array(ARRAY(SELECT jsonb_build_object('k', k) FROM generate_series(1, 10) k))});
 
 sub invalid_with
 {
@@ -34,7 +34,7 @@ sub invalid_with
 # --- woken at commit
 add_replica($source, 'main', $dest);
 ok(wait_replica($source, 'main'), 'the destination caught up');
-$source->safe_psql('postgres', q{SELECT insert_events(ARRAY['{"woken":"at commit"}']::jsonb[])});
+$source->safe_psql('postgres', q{SELECT insert_events_array(ARRAY['{"woken":"at commit"}']::jsonb[])});
 ok(wait_replica($source, 'main', 10), 'a committed event arrives within seconds with poll_interval = 1h: the commit woke the worker');
 
 # --- the same servers reached by other addresses
@@ -89,7 +89,7 @@ $source->poll_query_until('postgres',
 	"SELECT pid IS NOT NULL AND pid <> $pid FROM replicator.replica_status WHERE name = 'main'")
   or die 'the worker was not started again';
 pass('a terminated worker is started again');
-$source->safe_psql('postgres', q{SELECT insert_events(ARRAY['{"after":"restart"}']::jsonb[])});
+$source->safe_psql('postgres', q{SELECT insert_events_array(ARRAY['{"after":"restart"}']::jsonb[])});
 ok(wait_replica($source, 'main', 30), 'and it streams');
 compare_events($source, $dest, 'the destination equals the source');
 
@@ -135,7 +135,7 @@ $source->safe_psql('postgres',
 # --- one session: a backlog of several COPY batches, one at a time (last:
 # the checks above count on the source's small max(id))
 $source->safe_psql('postgres',
-	q{SELECT insert_events(ARRAY(SELECT jsonb_build_object('backlog', c, 'k', k, 'pad', repeat('y', 40)) FROM generate_series(1, 2000) k))
+	q{SELECT insert_events_array(ARRAY(SELECT jsonb_build_object('backlog', c, 'k', k, 'pad', repeat('y', 40)) FROM generate_series(1, 2000) k))
 	    FROM generate_series(1, 15) c});
 ok(wait_replica($source, 'main'), 'a backlog arrives with replicator.destination_sessions = 1');
 compare_events($source, $dest, 'the destination equals the source');

@@ -38,7 +38,7 @@ like($notices, qr/destination: checked ids, ts order and 800 load-generator call
 
 # --- a million equal events, compared without shipping them
 $source->safe_psql('postgres',
-	q{SELECT insert_events(ARRAY(SELECT jsonb_build_object('c', c, 'k', k, 'price', 1.50) FROM generate_series(1, 1000) k))
+	q{SELECT insert_events_array(ARRAY(SELECT jsonb_build_object('c', c, 'k', k, 'price', 1.50) FROM generate_series(1, 1000) k))
 	  FROM generate_series(1, 995) c});
 my $total = $source->safe_psql('postgres', 'SELECT count(*) FROM events');
 cmp_ok($total, '>=', 1_000_000, "the source holds $total events");

@@ -23,7 +23,7 @@ $source->safe_psql(
 DO \$\$
 BEGIN
 	FOR c IN 1 .. $total / 1000 LOOP
-		PERFORM insert_events(ARRAY(SELECT jsonb_build_object('call', c, 'k', k, 'entityName', 'Person',
+		PERFORM insert_events_array(ARRAY(SELECT jsonb_build_object('call', c, 'k', k, 'entityName', 'Person',
 		                                                      'pad', repeat('x', 500))
 		                            FROM generate_series(1, 1000) k));
 	END LOOP;
