@@ -637,7 +637,7 @@ stream(ApplySet *apply, const ReplicaConfig *connected)
 			if (!same_incarnation(&config, connected))
 			{
 				end_local();
-				return pstrdup("the extension or the replica was dropped and created again: starting over with full checks");
+				return MemoryContextStrdup(conn_cxt, "the extension or the replica was dropped and created again: starting over with full checks");
 			}
 			seen_generation = generation;
 			last_config_check = GetCurrentTimestamp();
