@@ -38,3 +38,8 @@ ALTER EXTENSION replicator DROP FUNCTION replicator.perf_event();
 DROP PROCEDURE replicator.load_person_data(text, integer, integer, integer);
 DROP FUNCTION replicator.person_event(text, bigint, integer, integer);
 DROP FUNCTION replicator.perf_event();
+
+-- One history: a replica dropped and added again in one transaction is a
+-- new one to its running worker, which starts over with full checks.
+ALTER TABLE replicator.replicas
+	ADD COLUMN incarnation uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid();

@@ -154,7 +154,10 @@ CREATE TABLE replicator.replicas (
 	-- a conninfo given by a non-superuser must authenticate by its password
 	require_password boolean NOT NULL DEFAULT true,
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	created_by	name NOT NULL DEFAULT CURRENT_USER
+	created_by	name NOT NULL DEFAULT CURRENT_USER,
+	-- new at each add_replica: a worker that finds another one here (a
+	-- drop and add in one transaction) starts over with full checks
+	incarnation	uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid()
 );
 REVOKE ALL ON replicator.replicas FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE, DELETE ON replicator.replicas TO replicator_admin;

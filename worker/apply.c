@@ -18,7 +18,9 @@
  * of the next batch and by apply_wait() on the latch and every session's
  * socket; the only other waits (connecting, the start of a COPY) are on the
  * latch and the socket too.  The first failure sticks; the caller then
- * closes the set and reconnects.
+ * closes the set and reconnects, unless it is a unique violation: the
+ * destination holds ids this source did not send there (another source
+ * streams into it), a validation failure, never one to skip.
  *
  *-------------------------------------------------------------------------
  */
@@ -79,6 +81,7 @@ struct ApplySet
 	int64		sent_upto;		/* last id sent, or the position */
 	WaitEventSet *waitset;
 	char	   *error;			/* the first failure; sticks */
+	bool		invalid;		/* it is a validation failure */
 	ApplyCommitted on_commit;
 };
 
@@ -244,6 +247,13 @@ apply_idle(ApplySet *set)
 	return set->inflight == 0;
 }
 
+/* Whether the failure that stopped the set is a validation failure. */
+bool
+apply_failed_validation(ApplySet *set)
+{
+	return set->error != NULL && set->invalid;
+}
+
 /* Where the next batch starts: after the last one sent. */
 int64
 apply_sent_upto(ApplySet *set)
@@ -395,11 +405,34 @@ apply_poll(ApplySet *set)
 		while (!PQisBusy(s->conn))
 		{
 			PGresult   *res = PQgetResult(s->conn);
+			const char *sqlstate;
 
 			if (res == NULL)
 			{
 				step_done(set, i);
 				break;
+			}
+			/*
+			 * Another writer holds ids of this batch: the destination is no
+			 * longer a prefix of our history.  The reason names the ids,
+			 * not the key's detail, which an index on the event's contents
+			 * would fill with them.
+			 */
+			sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+			if (PQresultStatus(res) == PGRES_FATAL_ERROR && sqlstate != NULL &&
+				strcmp(sqlstate, "23505") == 0)
+			{
+				const char *constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
+
+				set->invalid = true;
+				fail(set, s->conn, NULL,
+					 psprintf("unique violation%s%s%s while applying events " INT64_FORMAT " to " INT64_FORMAT
+							  ": the destination holds events this source did not send (does another source stream into it?)",
+							  constraint ? " on constraint \"" : "", constraint ? constraint : "",
+							  constraint ? "\"" : "",
+							  s->last_id - s->count + 1, s->last_id));
+				PQclear(res);
+				return;
 			}
 			/* an aborted transaction "commits" with the tag ROLLBACK */
 			if (PQresultStatus(res) != PGRES_COMMAND_OK ||

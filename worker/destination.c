@@ -13,6 +13,11 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
@@ -20,21 +25,32 @@
 #include "miscadmin.h"
 #include "postmaster/postmaster.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "replicator.h"
 #include "worker.h"
 
-/* slate's destination table, created where the destination has none */
+/*
+ * slate's destination table, created where the destination has none.
+ *
+ * The remote SQL here and in apply.c names every function, operator and
+ * type by its schema, as postgres_fdw does: our role may be a superuser
+ * there, and the destination's search_path is not ours to trust.  Only
+ * the table events is found by the search_path, as slate finds it.
+ */
 static const char *create_events_sql =
-"CREATE TABLE events (id bigint PRIMARY KEY, ts timestamptz NOT NULL, event jsonb NOT NULL);"
+"CREATE TABLE events (id pg_catalog.int8 PRIMARY KEY, ts pg_catalog.timestamptz NOT NULL, event pg_catalog.jsonb NOT NULL);"
 "CREATE INDEX events_ts ON events (ts);"
-"CREATE INDEX events_entity_name ON events ((event #>> '{entityName}'));"
-"CREATE INDEX events_operation ON events ((event #>> '{operation}'));"
-"CREATE INDEX events_property_name ON events ((event #>> '{propertyName}'));"
-"CREATE INDEX events_entity_id ON events ((event #>> '{entityId}'));"
-"CREATE INDEX events_metadata_command ON events ((event #>> '{metadata,command}'));";
+"CREATE INDEX events_entity_name ON events ((event OPERATOR(pg_catalog.#>>) '{entityName}'));"
+"CREATE INDEX events_operation ON events ((event OPERATOR(pg_catalog.#>>) '{operation}'));"
+"CREATE INDEX events_property_name ON events ((event OPERATOR(pg_catalog.#>>) '{propertyName}'));"
+"CREATE INDEX events_entity_id ON events ((event OPERATOR(pg_catalog.#>>) '{entityId}'));"
+"CREATE INDEX events_metadata_command ON events ((event OPERATOR(pg_catalog.#>>) '{metadata,command}'));";
 
 /* system identifier/port/database, as a destination would report it */
 char *
@@ -53,9 +69,10 @@ remote_identity(PGconn *conn, char **error, bool *transient)
 {
 	/* pg_control_system() may be denied: then port and name alone */
 	PGresult   *res = remote_one_row(conn,
-									 "SELECT coalesce((SELECT system_identifier::text FROM pg_catalog.pg_control_system()"
-									 "  WHERE pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')), '?')"
-									 " || '/' || pg_catalog.current_setting('port') || '/' || pg_catalog.current_database()",
+									 "SELECT pg_catalog.concat_ws('/',"
+									 " coalesce((SELECT system_identifier::pg_catalog.text FROM pg_catalog.pg_control_system()"
+									 "  WHERE pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')), '?'),"
+									 " pg_catalog.current_setting('port'), pg_catalog.current_database())",
 									 0, NULL, error, transient);
 	char	   *identity;
 
@@ -89,6 +106,7 @@ read_source_facts(Oid nspid, const char *replica, SourceFacts *facts)
 	int			ret;
 
 	memset(facts, 0, sizeof(SourceFacts));
+	facts->nspid = nspid;
 	facts->identity = source_identity();
 
 	ret = SPI_execute(psprintf("SELECT id, ts, event::text FROM %s.events ORDER BY id LIMIT 1", nsp),
@@ -143,10 +161,11 @@ first_event_matches(PGconn *conn, SourceFacts *facts, char **detail, bool *trans
 	params[1] = psprintf(INT64_FORMAT, (int64) facts->first_ts);
 	params[2] = facts->first_event;
 	res = remote_one_row(conn,
-						 "SELECT id = $1::bigint"
-						 " AND ts = '2000-01-01 00:00:00+00'::timestamptz + $2::bigint * interval '1 microsecond'"
-						 " AND event::text = $3,"
-						 " id, ts, pg_catalog.left(event::text, 200)"
+						 "SELECT id OPERATOR(pg_catalog.=) $1::pg_catalog.int8"
+						 " AND ts OPERATOR(pg_catalog.=) ('2000-01-01 00:00:00+00'::pg_catalog.timestamptz"
+						 "  OPERATOR(pg_catalog.+) ($2::pg_catalog.int8 OPERATOR(pg_catalog.*) interval '1 microsecond'))"
+						 " AND event::pg_catalog.text OPERATOR(pg_catalog.=) $3,"
+						 " id, ts, pg_catalog.left(event::pg_catalog.text, 200)"
 						 " FROM events ORDER BY id LIMIT 1",
 						 3, (const char *const *) params, detail, transient);
 	if (res == NULL)
@@ -159,6 +178,118 @@ first_event_matches(PGconn *conn, SourceFacts *facts, char **detail, bool *trans
 						   facts->first_event);
 	PQclear(res);
 	return same;
+}
+
+/*
+ * The source's event with this id: its ts and its event as jsonb text.
+ * false if there is none.  Read in a transaction of its own if the caller
+ * has none (a worker checking a destination holds no local transaction),
+ * by an index lookup rather than a query: no privilege on events is needed
+ * and no search_path is involved.
+ */
+static bool
+source_event_at(Oid nspid, int64 id, TimestampTz *ts, char **event)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	bool		own_xact = !IsTransactionState();
+	Oid			relid;
+	bool		found = false;
+
+	if (own_xact)
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+	}
+	relid = get_relname_relid("events", nspid);
+	if (OidIsValid(relid))
+	{
+		Relation	rel = table_open(relid, AccessShareLock);
+		Oid			pkeyid = RelationGetPrimaryKeyIndex(rel);
+		Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+		ScanKeyData key;
+		SysScanDesc scan;
+		HeapTuple	tuple;
+
+		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(id));
+		scan = systable_beginscan(rel, pkeyid, OidIsValid(pkeyid), snapshot, 1, &key);
+		tuple = systable_getnext(scan);
+		if (HeapTupleIsValid(tuple) && RelationGetDescr(rel)->natts >= 3)
+		{
+			bool		isnull;
+			Datum		value;
+
+			*ts = DatumGetTimestampTz(heap_getattr(tuple, 2, RelationGetDescr(rel), &isnull));
+			value = heap_getattr(tuple, 3, RelationGetDescr(rel), &isnull);
+			if (!isnull)
+			{
+				MemoryContext old = MemoryContextSwitchTo(caller);
+
+				*event = OidOutputFunctionCall(F_JSONB_OUT, value);
+				MemoryContextSwitchTo(old);
+				found = true;
+			}
+		}
+		systable_endscan(scan);
+		UnregisterSnapshot(snapshot);
+		table_close(rel, AccessShareLock);
+	}
+	if (own_xact)
+		CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
+	return found;
+}
+
+/*
+ * Does the destination's event at its max(id) equal the source's event
+ * with that id?  With the first event and no gaps, this is what makes the
+ * destination a prefix of this source's history, and not of a clone's, a
+ * restored backup's or an earlier incarnation's: those agree on the first
+ * event but part at some id.  A destination that received events the
+ * source then lost (a crash after an asynchronous commit) fails it too.
+ *
+ * Leaves room for an epoch (promotion): a destination fed by the old
+ * primary holds a prefix of the new one's history as well, and passes.
+ *
+ * *detail says which id differs and in what (ts or event), never what the
+ * events hold: it is stored where every role reads it.
+ */
+static bool
+last_event_matches(PGconn *conn, SourceFacts *facts, int64 id, char **detail,
+				   bool *transient)
+{
+	TimestampTz ts;
+	char	   *event;
+	char	   *params[3];
+	PGresult   *res;
+	bool		same_ts;
+	bool		same_event;
+
+	if (!source_event_at(facts->nspid, id, &ts, &event))
+	{
+		/* the source changed since its facts were read: try again */
+		*detail = psprintf("the source has no event with id " INT64_FORMAT " now", id);
+		*transient = true;
+		return false;
+	}
+	params[0] = psprintf(INT64_FORMAT, id);
+	params[1] = psprintf(INT64_FORMAT, (int64) ts);
+	params[2] = event;
+	res = remote_one_row(conn,
+						 "SELECT ts OPERATOR(pg_catalog.=) ('2000-01-01 00:00:00+00'::pg_catalog.timestamptz"
+						 "  OPERATOR(pg_catalog.+) ($2::pg_catalog.int8 OPERATOR(pg_catalog.*) interval '1 microsecond')),"
+						 " event::pg_catalog.text OPERATOR(pg_catalog.=) $3"
+						 " FROM events WHERE id OPERATOR(pg_catalog.=) $1::pg_catalog.int8",
+						 3, (const char *const *) params, detail, transient);
+	if (res == NULL)
+		return false;
+	same_ts = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	same_event = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+	PQclear(res);
+	if (!same_ts || !same_event)
+		*detail = psprintf("the destination's event at its max(id) " INT64_FORMAT " differs from the source's event " INT64_FORMAT " (%s): the destination holds another history than this source's",
+						   id, id,
+						   !same_ts && !same_event ? "ts and event" : !same_ts ? "ts" : "event");
+	return same_ts && same_event;
 }
 
 List *
@@ -243,12 +374,13 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 
 	/* slate refuses a destination that holds source objects */
 	res = query_row(conn,
-					"SELECT concat_ws(', ',"
+					"SELECT pg_catalog.concat_ws(', ',"
 					" CASE WHEN pg_catalog.to_regclass('id') IS NOT NULL THEN 'table id' END,"
 					" (SELECT 'function insert_events' FROM pg_catalog.pg_proc"
-					"  WHERE proname = 'insert_events' AND pg_catalog.pg_function_is_visible(oid) LIMIT 1),"
+					"  WHERE proname OPERATOR(pg_catalog.=) 'insert_events' AND pg_catalog.pg_function_is_visible(oid) LIMIT 1),"
 					" (SELECT 'trigger notify_insert' FROM pg_catalog.pg_trigger"
-					"  WHERE tgname = 'notify_insert' AND tgrelid = pg_catalog.to_regclass('events')))",
+					"  WHERE tgname OPERATOR(pg_catalog.=) 'notify_insert'"
+					"  AND tgrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('events')))",
 					0, NULL, &checks, "no source objects");
 	if (res == NULL)
 		return checks;
@@ -266,8 +398,9 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 	/* the events table: slate's columns, id its primary key */
 	res = query_row(conn,
 					"SELECT pg_catalog.to_regclass('events') IS NOT NULL, " EVENTS_COLUMNS_SQL ","
-					" EXISTS (SELECT FROM pg_catalog.pg_index i WHERE i.indrelid = pg_catalog.to_regclass('events')"
-					"  AND i.indisprimary AND i.indkey::text = '1')",
+					" EXISTS (SELECT FROM pg_catalog.pg_index i"
+					"  WHERE i.indrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('events')"
+					"  AND i.indisprimary AND i.indkey::pg_catalog.text OPERATOR(pg_catalog.=) '1')",
 					0, NULL, &checks, "events table");
 	if (res == NULL)
 		return checks;
@@ -308,7 +441,8 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 	}
 
 	/* no gaps, not ahead of the source */
-	res = query_row(conn, "SELECT count(*), coalesce(max(id), 0) FROM events", 0, NULL, &checks, "no gaps");
+	res = query_row(conn, "SELECT pg_catalog.count(*), coalesce(pg_catalog.max(id), 0) FROM events",
+					0, NULL, &checks, "no gaps");
 	if (res == NULL)
 		return checks;
 	info->count = strtoi64(PQgetvalue(res, 0, 0), NULL, 10);
@@ -340,6 +474,20 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 	}
 	else
 		checks = add_check(checks, "same first event", true, pstrdup("the destination is empty"));
+
+	/* the event at max(id), exactly: one history */
+	if (info->max_id > 0)
+	{
+		char	   *detail = NULL;
+		bool		transient = false;
+
+		if (!last_event_matches(conn, facts, info->max_id, &detail, &transient))
+			return add_failed_query(checks, "same last event", detail, transient);
+		checks = add_check(checks, "same last event", true,
+						   psprintf("id " INT64_FORMAT, info->max_id));
+	}
+	else
+		checks = add_check(checks, "same last event", true, pstrdup("the destination is empty"));
 
 	return checks;
 }

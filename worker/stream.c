@@ -19,15 +19,31 @@
  * INSERT for a small batch): values arrive exactly.  Each batch is one
  * destination transaction; apply.c sends them and commits them in order.
  *
+ * Durable before sent: a batch leaves only once the source's WAL holds the
+ * commits of its events on disk, as a walsender sends only flushed WAL.  A
+ * session with synchronous_commit = off makes its events visible before
+ * that; a crash would then lose them on the source but not on the
+ * destination, and new events would reuse their ids.
+ *
+ * One history: a destination holds a gapless prefix of one source's
+ * history.  The checks on connect compare its first and its last event with
+ * ours; a primary-key violation while applying means another writer (a
+ * clone of this source, say) got there first and is a validation failure;
+ * a worker whose extension or replica was dropped and created again starts
+ * over with those checks.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/htup_details.h"
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/transam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
@@ -83,7 +99,7 @@ static SPIPlanPtr config_plan = NULL;
 static SPIPlanPtr
 get_config_plan(void)
 {
-	const char *sql = "SELECT conninfo, require_password FROM replicator.replicas"
+	const char *sql = "SELECT conninfo, require_password, incarnation::pg_catalog.text FROM replicator.replicas"
 		" WHERE name = $1 AND enabled AND invalid_reason IS NULL";
 	Oid			text_arg[1] = {TEXTOID};
 
@@ -106,6 +122,16 @@ typedef struct ReplicaConfig
 	char	   *conninfo;
 	bool		require_password;
 	Oid			nspid;			/* the event source's schema */
+
+	/*
+	 * Which extension, events table and replica these are: a drop and
+	 * create of any of them (in one transaction, or by a restore) makes a
+	 * running worker start over with full checks.  Promotion will add an
+	 * epoch here: the node streaming to a destination may then change.
+	 */
+	Oid			extoid;
+	Oid			events_relid;
+	char	   *incarnation;
 } ReplicaConfig;
 
 /*
@@ -203,7 +229,7 @@ end_local(void)
 static ReplicaConfig
 read_config(void)
 {
-	ReplicaConfig config = {false, NULL, true, InvalidOid};
+	ReplicaConfig config = {false, NULL, true, InvalidOid, InvalidOid, InvalidOid, NULL};
 	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext spi;
 	Oid			nspid = replicator_source_namespace();
@@ -222,7 +248,10 @@ read_config(void)
 	/* SPI calls return in SPI's context, which ends with the transaction */
 	spi = MemoryContextSwitchTo(caller);
 	config.conninfo = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	config.incarnation = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
 	MemoryContextSwitchTo(spi);
+	config.extoid = get_extension_oid("replicator", true);
+	config.events_relid = get_relname_relid("events", nspid);
 	config.require_password = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
 														 SPI_tuptable->tupdesc, 2, &isnull));
 	config.nspid = nspid;
@@ -282,16 +311,19 @@ array_param(Datum *elems, int n, Oid elemtype)
  * Open nspid.events and its primary key for reading.  The worker reads with
  * an index scan of its own rather than a query: on a live stream a batch is
  * one or two rows, and a query's executor start and portal cost more than
- * the rows do.
+ * the rows do.  NULL if events is no longer the table expected_relid (the
+ * extension was dropped and created again).
  */
 static Relation
-open_events(Oid nspid, Relation *pkey)
+open_events(Oid nspid, Oid expected_relid, Relation *pkey)
 {
 	Oid			relid = get_relname_relid("events", nspid);
 	Relation	rel;
 	TupleDesc	desc;
 	Oid			pkeyid;
 
+	if (relid != expected_relid)
+		return NULL;
 	if (!OidIsValid(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
@@ -316,14 +348,28 @@ open_events(Oid nspid, Relation *pkey)
 	return rel;
 }
 
+typedef enum ReadResult
+{
+	READ_NOTHING,				/* nothing new */
+	READ_BATCH,
+	READ_REPLACED				/* events is another table now */
+} ReadResult;
+
 /*
  * Read the next batch after position into batch as binary COPY (and, when
  * small, as INSERT parameters).  Needs a local transaction and its
- * snapshot.  Returns false if there is nothing new.  Between rows the
- * batches under way in apply move on.
+ * snapshot.  Between rows the batches under way in apply move on.
+ *
+ * *commit_lsn: where the WAL must be flushed before the batch may leave:
+ * the end of the latest commit record of its events' transactions that
+ * committed asynchronously, InvalidXLogRecPtr if none did.  Commits that
+ * waited for their flush record no LSN in the commit log, so the live path
+ * (synchronous_commit on) costs one commit-log lookup per transaction,
+ * usually cached by the visibility check just made, and no flush.
  */
-static bool
-read_batch(Oid nspid, int64 position, Batch *batch, ApplySet *apply)
+static ReadResult
+read_batch(Oid nspid, Oid events_relid, int64 position, Batch *batch, ApplySet *apply,
+		   XLogRecPtr *commit_lsn)
 {
 	int			limit = replicator_max_events_per_write;
 	Relation	rel;
@@ -338,6 +384,7 @@ read_batch(Oid nspid, int64 position, Batch *batch, ApplySet *apply)
 	TimestampTz next_ts = 0;
 	int			keep;
 	int			first_event_len = 0;
+	TransactionId last_xmin = InvalidTransactionId;
 
 	fmgr_info(F_JSONB_SEND, &jsonb_send_info);
 
@@ -364,8 +411,12 @@ read_batch(Oid nspid, int64 position, Batch *batch, ApplySet *apply)
 	pq_sendint32(&batch->copy, 0);	/* flags */
 	pq_sendint32(&batch->copy, 0);	/* header extension length */
 
+	*commit_lsn = InvalidXLogRecPtr;
+
 	/* id > position, in id order: ids are gapless, so the first is ours */
-	rel = open_events(nspid, &pkey);
+	rel = open_events(nspid, events_relid, &pkey);
+	if (rel == NULL)
+		return READ_REPLACED;
 	row = table_slot_create(rel, NULL);
 	ScanKeyInit(&key, 1, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(position));
 	scan = index_beginscan(rel, pkey, GetActiveSnapshot(), 1, 0);
@@ -378,6 +429,7 @@ read_batch(Oid nspid, int64 position, Batch *batch, ApplySet *apply)
 		Datum		value;
 		bool		isnull;
 		bytea	   *event;
+		TransactionId xmin;
 
 		CHECK_FOR_INTERRUPTS();
 		if (n % 256 == 255)
@@ -396,6 +448,17 @@ read_batch(Oid nspid, int64 position, Batch *batch, ApplySet *apply)
 					(errcode(ERRCODE_DATA_CORRUPTED),
 					 errmsg("events has a gap: id " INT64_FORMAT " follows " INT64_FORMAT,
 							id, position + n)));
+		/* HeapTupleHeaderGetXmin: a frozen xmin may be gone from the clog */
+		xmin = HeapTupleHeaderGetXmin(ExecFetchSlotHeapTuple(row, false, NULL)->t_data);
+		if (xmin != last_xmin)
+		{
+			XLogRecPtr	lsn = TransactionIdGetCommitLSN(xmin);
+
+			if (lsn > *commit_lsn)
+				*commit_lsn = lsn;
+			last_xmin = xmin;
+		}
+
 		value = slot_getattr(row, EVENTS_EVENT, &isnull);
 		event = SendFunctionCall(&jsonb_send_info, value);
 
@@ -424,7 +487,7 @@ read_batch(Oid nspid, int64 position, Batch *batch, ApplySet *apply)
 	table_close(rel, AccessShareLock);
 
 	if (n == 0)
-		return false;
+		return READ_NOTHING;
 
 	/*
 	 * End at the last call boundary: if the event after the batch shares the
@@ -466,7 +529,16 @@ read_batch(Oid nspid, int64 position, Batch *batch, ApplySet *apply)
 		batch->params[1] = array_param(tss, keep, TIMESTAMPTZOID);
 		batch->params[2] = array_param(events, keep, JSONBOID);
 	}
-	return true;
+	return READ_BATCH;
+}
+
+/* Whether config is of the extension and replica we connected for. */
+static bool
+same_incarnation(const ReplicaConfig *config, const ReplicaConfig *connected)
+{
+	return config->extoid == connected->extoid &&
+		config->events_relid == connected->events_relid &&
+		strcmp(config->incarnation, connected->incarnation) == 0;
 }
 
 /* A batch has committed on the destination: the position advances. */
@@ -492,7 +564,7 @@ batch_committed(int64 last_id, int count, int64 bytes)
  * and reads the position again.
  */
 static char *
-stream(ApplySet *apply, Oid nspid)
+stream(ApplySet *apply, const ReplicaConfig *connected)
 {
 	MemoryContext conn_cxt = CurrentMemoryContext;
 	MemoryContext batch_cxt = AllocSetContextCreate(conn_cxt, "replicator batch",
@@ -507,6 +579,8 @@ stream(ApplySet *apply, Oid nspid)
 		MemoryContext old;
 		Batch		batch;
 		bool		have_batch;
+		ReadResult	read;
+		XLogRecPtr	commit_lsn;
 		ReplicaConfig config;
 		char	   *error;
 
@@ -552,20 +626,43 @@ stream(ApplySet *apply, Oid nspid)
 			TimestampDifferenceExceeds(last_config_check, GetCurrentTimestamp(),
 									   replicator_poll_interval))
 		{
+			old = MemoryContextSwitchTo(batch_cxt);
 			config = read_config();
+			MemoryContextSwitchTo(old);
 			if (!config.exists)
 			{
 				end_local();
 				stop_streaming("replica dropped, paused or invalid, or extension dropped");
 			}
+			if (!same_incarnation(&config, connected))
+			{
+				end_local();
+				return MemoryContextStrdup(conn_cxt, "the extension or the replica was dropped and created again: starting over with full checks");
+			}
 			seen_generation = generation;
 			last_config_check = GetCurrentTimestamp();
 		}
 		old = MemoryContextSwitchTo(batch_cxt);
-		have_batch = read_batch(nspid, apply_sent_upto(apply), &batch, apply);
+
+		/*
+		 * The table is checked at every read too: a drop and create
+		 * committed after the generation was read is seen here.
+		 */
+		read = read_batch(connected->nspid, connected->events_relid,
+						  apply_sent_upto(apply), &batch, apply, &commit_lsn);
 		MemoryContextSwitchTo(old);
 		end_local();
 		MemoryContextSwitchTo(conn_cxt);
+		if (read == READ_REPLACED)
+			return pstrdup("the extension was dropped and created again: starting over with full checks");
+		have_batch = (read == READ_BATCH);
+
+		/*
+		 * Durable before sent.  Per batch, since any batch may hold an
+		 * asynchronous commit; a no-op when its commits were flushed.
+		 */
+		if (have_batch && !XLogRecPtrIsInvalid(commit_lsn))
+			XLogFlush(commit_lsn);
 
 		/* read again at once only if rows beyond this batch were seen */
 		read_due = have_batch && batch.more;
@@ -708,8 +805,13 @@ replicator_stream_main(Datum arg)
 							   batch_committed, &error);
 			if (apply != NULL)
 			{
-				error = stream(apply, config.nspid);
+				bool		invalid;
+
+				error = stream(apply, &config);
+				invalid = apply_failed_validation(apply);
 				apply_close(apply);
+				if (invalid)
+					mark_invalid(error);
 			}
 			conn = NULL;
 		}

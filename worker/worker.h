@@ -131,6 +131,7 @@ extern ApplySet *apply_open(PGconn *first, const char *conninfo, const char *app
 							ApplyCommitted on_commit, char **error);
 extern void apply_close(ApplySet *set);
 extern bool apply_idle(ApplySet *set);
+extern bool apply_failed_validation(ApplySet *set);
 extern int64 apply_sent_upto(ApplySet *set);
 extern bool apply_can_take(ApplySet *set, const Batch *batch);
 extern char *apply_send(ApplySet *set, const Batch *batch);
@@ -174,6 +175,7 @@ typedef struct DestinationInfo
 /* What the checks compare a destination with. */
 typedef struct SourceFacts
 {
+	Oid			nspid;			/* the event source's schema */
 	char	   *identity;
 	int64		max_id;			/* 0 if empty */
 	bool		has_first;
@@ -197,7 +199,9 @@ extern char *remote_identity(PGconn *conn, char **error, bool *transient);
 /* slate's events table, as format_type() names its columns */
 #define EVENTS_COLUMNS "id bigint, ts timestamp with time zone, event jsonb"
 #define EVENTS_COLUMNS_SQL \
-	"(SELECT pg_catalog.string_agg(attname || ' ' || pg_catalog.format_type(atttypid, atttypmod), ', ' ORDER BY attnum)" \
-	" FROM pg_catalog.pg_attribute WHERE attrelid = pg_catalog.to_regclass('events') AND attnum > 0 AND NOT attisdropped)"
+	"(SELECT pg_catalog.string_agg(attname OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||)" \
+	" pg_catalog.format_type(atttypid, atttypmod), ', ' ORDER BY attnum)" \
+	" FROM pg_catalog.pg_attribute WHERE attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('events')" \
+	" AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped)"
 
 #endif							/* REPLICATOR_WORKER_H */
