@@ -35,7 +35,7 @@ sub insert
 {
 	my ($node, $tag, $n) = @_;
 	$node->safe_psql('postgres',
-		"SELECT insert_events(ARRAY(SELECT jsonb_build_object('tag', '$tag', 'k', k) FROM generate_series(1, $n) k))");
+		"SELECT insert_events_array(ARRAY(SELECT jsonb_build_object('tag', '$tag', 'k', k) FROM generate_series(1, $n) k))");
 }
 
 # ---------------------------------------------------------------------------
@@ -49,7 +49,7 @@ ok(wait_replica($source, 'a'), 'a: the destination caught up');
 
 # small, so that the WAL writer is not woken by a full page of async WAL
 $source->safe_psql('postgres',
-	q{SET synchronous_commit = off; SELECT insert_events(ARRAY['{"async": 1}', '{"async": 2}']::jsonb[])});
+	q{SET synchronous_commit = off; SELECT insert_events_array(ARRAY['{"async": 1}', '{"async": 2}']::jsonb[])});
 $dest_a->poll_query_until('postgres', 'SELECT count(*) = 7 FROM events')
   or die 'the asynchronously committed events did not reach the destination';
 $source->stop('immediate');
