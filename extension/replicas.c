@@ -358,9 +358,11 @@ source_max_id(void)
 	bool		isnull;
 	int64		max_id;
 
+	/* as the owner: replica_status shows max(id) to every role anyway */
 	SPI_connect();
-	if (SPI_execute(psprintf("SELECT coalesce(max(id), 0) FROM %s.events",
-							 quote_identifier(get_namespace_name(nspid))), true, 0) != SPI_OK_SELECT)
+	if (replicator_spi_execute_as_owner(psprintf("SELECT coalesce(pg_catalog.max(id), 0) FROM %s.events",
+												 quote_identifier(get_namespace_name(nspid))),
+										0, NULL, NULL, NULL, true) != SPI_OK_SELECT)
 		elog(ERROR, "could not read max(id) of events");
 	max_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();

@@ -91,8 +91,12 @@ read_source_facts(Oid nspid, const char *replica, SourceFacts *facts)
 	memset(facts, 0, sizeof(SourceFacts));
 	facts->identity = source_identity();
 
-	ret = SPI_execute(psprintf("SELECT id, ts, event::text FROM %s.events ORDER BY id LIMIT 1", nsp),
-					  false, 0);
+	/*
+	 * As the owner: the callers are workers and admin functions, and admins
+	 * need no privileges on the extension's tables.
+	 */
+	ret = replicator_spi_execute_as_owner(psprintf("SELECT id, ts, event::text FROM %s.events ORDER BY id LIMIT 1", nsp),
+										  0, NULL, NULL, NULL, false);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read the first event: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 1)
@@ -106,12 +110,12 @@ read_source_facts(Oid nspid, const char *replica, SourceFacts *facts)
 		MemoryContextSwitchTo(spi);
 	}
 
-	ret = SPI_execute(psprintf("SELECT coalesce(pg_catalog.max(id), 0) FROM %s.events", nsp), false, 0);
+	ret = replicator_spi_execute_as_owner(psprintf("SELECT coalesce(pg_catalog.max(id), 0) FROM %s.events", nsp),
+										  0, NULL, NULL, NULL, false);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read max(id): %s", SPI_result_code_string(ret));
 	facts->max_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
-	/* only the extension's owner may read the catalog */
 	ret = replicator_spi_execute_as_owner("SELECT name, destination FROM replicator.replicas"
 										  " WHERE name OPERATOR(pg_catalog.<>) $1 AND destination IS NOT NULL",
 										  1, argtypes, args, NULL, false);
