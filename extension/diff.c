@@ -322,6 +322,7 @@ replicator_diff(PG_FUNCTION_ARGS)
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
 	char	   *conninfo;
+	bool		require_password;
 	char	   *error = NULL;
 	PGconn	   *volatile conn = NULL;
 
@@ -345,14 +346,18 @@ replicator_diff(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	args[0] = CStringGetTextDatum(name);
-	if (SPI_execute_with_args("SELECT conninfo FROM replicator.replicas WHERE name = $1",
-							  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+	/* only the extension's owner reads the catalog (EXECUTE was checked) */
+	if (replicator_spi_execute_as_owner("SELECT conninfo, changed_by FROM replicator.replicas"
+										" WHERE name OPERATOR(pg_catalog.=) $1",
+										1, argtypes, args, NULL, true) != SPI_OK_SELECT)
 		elog(ERROR, "could not read replicator.replicas");
 	if (SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("replica \"%s\" does not exist", name)));
 	conninfo = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	require_password = replicator_replica_requires_password(SPI_getvalue(SPI_tuptable->vals[0],
+																		 SPI_tuptable->tupdesc, 2));
 
 	PG_TRY();
 	{
@@ -367,6 +372,11 @@ replicator_diff(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
 					 errmsg("diff: could not connect to replica \"%s\": %s", name, error)));
+		if (require_password && !PQconnectionUsedPassword(conn))
+			ereport(ERROR,
+					(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
+					 errmsg("password is required"),
+					 errdetail("%s.", REPLICATOR_PASSWORD_REQUIRED)));
 		st.conn = conn;
 
 		/* counts and max ids first, as slate's eventsDiff does */

@@ -87,7 +87,11 @@ checked_conninfo_mask(const char *conninfo, const char *name)
 	return masked;
 }
 
-/* Run a statement on replicator.replicas; returns rows processed. */
+/*
+ * Run a statement on replicator.replicas as the extension's owner (only the
+ * owner has privileges on it); returns rows processed.  The caller's rights
+ * were checked before.
+ */
 static uint64
 catalog_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls)
 {
@@ -95,7 +99,7 @@ catalog_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *
 	int			ret;
 
 	SPI_connect();
-	ret = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	ret = replicator_spi_execute_as_owner(sql, nargs, types, values, nulls, false);
 	if (ret < 0)
 		elog(ERROR, "%s failed: %s", sql, SPI_result_code_string(ret));
 	processed = SPI_processed;
@@ -126,7 +130,7 @@ replicator_add_replica(PG_FUNCTION_ARGS)
 	char	   *conninfo = text_arg(fcinfo, 1, "conninfo");
 	char	   *role = text_arg(fcinfo, 2, "role");
 	bool		enabled = PG_ARGISNULL(4) ? true : PG_GETARG_BOOL(4);
-	Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, INTERVALOID, BOOLOID, BOOLOID};
+	Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, INTERVALOID, BOOLOID, TEXTOID};
 	Datum		values[6];
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 
@@ -153,13 +157,14 @@ replicator_add_replica(PG_FUNCTION_ARGS)
 	else
 		values[3] = PG_GETARG_DATUM(3);
 	values[4] = BoolGetDatum(enabled);
-	values[5] = BoolGetDatum(!superuser());
+	/* the statement runs as the owner: CURRENT_USER would name the owner */
+	values[5] = CStringGetTextDatum(GetUserNameFromId(GetUserId(), false));
 
 	/* rows inserted any other way arrive paused (dump_restore.c) */
 	replicator_replica_api_insert(true);
 	if (catalog_exec("INSERT INTO replicator.replicas"
-					 " (name, conninfo, role, lag_tolerance, enabled, require_password)"
-					 " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+					 " (name, conninfo, role, lag_tolerance, enabled, created_by, changed_by)"
+					 " VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (name) DO NOTHING",
 					 6, types, values, nulls) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -175,7 +180,7 @@ Datum
 replicator_drop_replica(PG_FUNCTION_ARGS)
 {
 	check_admin();
-	change_replica("DELETE FROM replicator.replicas WHERE name = $1", text_arg(fcinfo, 0, "name"));
+	change_replica("DELETE FROM replicator.replicas WHERE name OPERATOR(pg_catalog.=) $1", text_arg(fcinfo, 0, "name"));
 	PG_RETURN_VOID();
 }
 
@@ -185,7 +190,7 @@ Datum
 replicator_pause_replica(PG_FUNCTION_ARGS)
 {
 	check_admin();
-	change_replica("UPDATE replicator.replicas SET enabled = false WHERE name = $1",
+	change_replica("UPDATE replicator.replicas SET enabled = false WHERE name OPERATOR(pg_catalog.=) $1",
 				   text_arg(fcinfo, 0, "name"));
 	PG_RETURN_VOID();
 }
@@ -198,7 +203,7 @@ replicator_resume_replica(PG_FUNCTION_ARGS)
 {
 	check_admin();
 	change_replica("UPDATE replicator.replicas SET enabled = true, invalid_reason = NULL,"
-				   " invalid_since = NULL WHERE name = $1",
+				   " invalid_since = NULL WHERE name OPERATOR(pg_catalog.=) $1",
 				   text_arg(fcinfo, 0, "name"));
 	PG_RETURN_VOID();
 }
@@ -228,7 +233,7 @@ replicator_mask_conninfo(PG_FUNCTION_ARGS)
  */
 static void
 validate_one(Tuplestorestate *store, TupleDesc desc, const char *name,
-			 const char *conninfo, Oid nspid)
+			 const char *conninfo, bool require_password, Oid nspid)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	SourceFacts facts;
@@ -250,7 +255,10 @@ validate_one(Tuplestorestate *store, TupleDesc desc, const char *name,
 							  psprintf("replicator:%s:validate", get_database_name(MyDatabaseId)),
 							  replicator_connect_timeout, &error);
 		checks = add_check(NIL, "connect", conn != NULL, error);
-		if (conn != NULL)
+		if (conn != NULL && require_password && !PQconnectionUsedPassword(conn))
+			checks = add_check(checks, "password", false,
+							   pstrdup(REPLICATOR_PASSWORD_REQUIRED));
+		else if (conn != NULL)
 			checks = list_concat(checks, check_destination(conn, &facts, false, &info));
 	}
 	PG_FINALLY();
@@ -269,7 +277,12 @@ validate_one(Tuplestorestate *store, TupleDesc desc, const char *name,
 		values[0] = CStringGetTextDatum(name);
 		values[1] = CStringGetTextDatum(c->check);
 		values[2] = BoolGetDatum(c->ok);
-		values[3] = c->detail ? CStringGetTextDatum(c->detail) : (Datum) 0;
+		/* validate() is for admins: the detail with event contents */
+		if (c->contents)
+			values[3] = CStringGetTextDatum(c->contents);
+		else
+			values[3] = c->detail ? CStringGetTextDatum(c->detail) : (Datum) 0;
+		nulls[3] = c->contents == NULL && c->detail == NULL;
 		tuplestore_putvalues(store, desc, values, nulls);
 	}
 }
@@ -284,8 +297,10 @@ replicator_validate(PG_FUNCTION_ARGS)
 	Oid			nspid = replicator_source_namespace();
 	List	   *names = NIL;
 	List	   *conninfos = NIL;
+	List	   *changers = NIL;
 	ListCell   *ln,
-			   *lc;
+			   *lc,
+			   *lp;
 	MemoryContext caller = CurrentMemoryContext;
 	int			ret;
 
@@ -293,7 +308,8 @@ replicator_validate(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 
 	SPI_connect();
-	ret = SPI_execute("SELECT name, conninfo FROM replicator.replicas ORDER BY name", true, 0);
+	ret = replicator_spi_execute_as_owner("SELECT name, conninfo, changed_by FROM replicator.replicas"
+										  " ORDER BY name", 0, NULL, NULL, NULL, true);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read replicator.replicas: %s", SPI_result_code_string(ret));
 	for (uint64 r = 0; r < SPI_processed; r++)
@@ -307,6 +323,8 @@ replicator_validate(PG_FUNCTION_ARGS)
 		names = lappend(names, pstrdup(name));
 		conninfos = lappend(conninfos,
 							pstrdup(SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2)));
+		changers = lappend(changers,
+						   pstrdup(SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 3)));
 		MemoryContextSwitchTo(spi);
 	}
 	SPI_finish();
@@ -316,8 +334,9 @@ replicator_validate(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("replica \"%s\" does not exist", only)));
 
-	forboth(ln, names, lc, conninfos)
-		validate_one(rsinfo->setResult, rsinfo->setDesc, lfirst(ln), lfirst(lc), nspid);
+	forthree(ln, names, lc, conninfos, lp, changers)
+		validate_one(rsinfo->setResult, rsinfo->setDesc, lfirst(ln), lfirst(lc),
+					 replicator_replica_requires_password(lfirst(lp)), nspid);
 	return (Datum) 0;
 }
 
@@ -330,14 +349,10 @@ replica_exists(const char *name)
 {
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(name)};
-	bool		exists;
 
-	SPI_connect();
-	SPI_execute_with_args("SELECT FROM replicator.replicas WHERE name = $1",
-						  1, types, values, NULL, true, 0);
-	exists = SPI_processed > 0;
-	SPI_finish();
-	return exists;
+	/* names are no secret: replica_status shows them to every role */
+	return catalog_exec("SELECT FROM replicator.replicas WHERE name OPERATOR(pg_catalog.=) $1",
+						1, types, values, NULL) > 0;
 }
 
 static int64
@@ -347,9 +362,11 @@ source_max_id(void)
 	bool		isnull;
 	int64		max_id;
 
+	/* as the owner: replica_status shows max(id) to every role anyway */
 	SPI_connect();
-	if (SPI_execute(psprintf("SELECT coalesce(max(id), 0) FROM %s.events",
-							 quote_identifier(get_namespace_name(nspid))), true, 0) != SPI_OK_SELECT)
+	if (replicator_spi_execute_as_owner(psprintf("SELECT coalesce(pg_catalog.max(id), 0) FROM %s.events",
+												 quote_identifier(get_namespace_name(nspid))),
+										0, NULL, NULL, NULL, true) != SPI_OK_SELECT)
 		elog(ERROR, "could not read max(id) of events");
 	max_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();

@@ -151,16 +151,19 @@ CREATE TABLE replicator.replicas (
 	invalid_since timestamptz,
 	-- "system identifier/port/database" of the destination, once validated
 	destination text,
-	-- a conninfo given by a non-superuser must authenticate by its password
-	require_password boolean NOT NULL DEFAULT true,
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	created_by	name NOT NULL DEFAULT CURRENT_USER,
 	-- new at each add_replica: a worker that finds another one here (a
 	-- drop and add in one transaction) starts over with full checks
-	incarnation	uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid()
+	incarnation	uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
+	-- who added the replica or last changed its conninfo: unless that role
+	-- is a superuser when a worker connects, the destination must ask for
+	-- the password
+	changed_by	name NOT NULL DEFAULT CURRENT_USER
 );
+-- Changed only through the API functions (and read by admins through
+-- replica_status, which masks passwords): no role has privileges on it.
 REVOKE ALL ON replicator.replicas FROM PUBLIC;
-GRANT SELECT, INSERT, UPDATE, DELETE ON replicator.replicas TO replicator_admin;
 COMMENT ON TABLE replicator.replicas IS 'destinations the streaming workers copy events to';
 -- pg_dump keeps the destinations; restored rows (any row add_replica did
 -- not insert) arrive paused, so that a copy of a source never streams into
@@ -249,7 +252,13 @@ SELECT r.name,
 	   coalesce(r.invalid_reason, w.last_error) AS last_error,
 	   coalesce(r.invalid_since, w.last_error_at) AS last_error_at,
 	   w.last_contact,
-	   w.pid
+	   w.pid,
+	   r.enabled,
+	   r.lag_tolerance,
+	   r.destination,
+	   r.created_at,
+	   r.created_by,
+	   r.changed_by
 FROM replicator.replicas r
 	 LEFT JOIN replicator.worker_stats() w ON w.name = r.name
 	 CROSS JOIN (SELECT coalesce(max(id), 0) AS max_id FROM @extschema@.events) m;

@@ -13,8 +13,10 @@
 #include "access/table.h"
 #include "catalog/indexing.h"
 #include "catalog/pg_extension.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
@@ -159,4 +161,76 @@ replicator_source_namespace(void)
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 	return nspid;
+}
+
+/* The role that owns the extension and its catalog, or InvalidOid. */
+static Oid
+extension_owner(void)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tuple;
+	Oid			owner = InvalidOid;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("replicator"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+		owner = ((Form_pg_extension) GETSTRUCT(tuple))->extowner;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return owner;
+}
+
+/*
+ * SPI_execute_with_args() as the extension's owner, for statements on
+ * replicator.replicas, on which no other role has privileges: the caller's
+ * rights were checked before.  Restricted, like a maintenance command run
+ * as a table's owner; every operator and function in sql must be
+ * schema-qualified, since the search_path is still the caller's.  Needs
+ * SPI connected.
+ */
+int
+replicator_spi_execute_as_owner(const char *sql, int nargs, Oid *types, Datum *values,
+								const char *nulls, bool read_only)
+{
+	Oid			owner = extension_owner();
+	Oid			saved_userid;
+	int			saved_sec_context;
+	volatile int ret = 0;
+
+	if (!OidIsValid(owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"replicator\" is not installed in this database")));
+	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
+	SetUserIdAndSecContext(owner, saved_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
+	{
+		ret = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, 0);
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(saved_userid, saved_sec_context);
+	}
+	PG_END_TRY();
+	return ret;
+}
+
+/*
+ * The password rule, decided when connecting: a destination must ask for
+ * the password unless the role that added the replica or last changed its
+ * conninfo (replicas.changed_by) exists and is a superuser now.  Needs a
+ * transaction.
+ */
+bool
+replicator_replica_requires_password(const char *changed_by)
+{
+	Oid			role = changed_by ? get_role_oid(changed_by, true) : InvalidOid;
+
+	return !(OidIsValid(role) && superuser_arg(role));
 }

@@ -294,15 +294,16 @@ replicator_restore_events(PG_FUNCTION_ARGS)
 		if (restored > 0)
 		{
 			char	   *detail = NULL;
+			char	   *contents = NULL;
 			MemoryContext spi = MemoryContextSwitchTo(TopTransactionContext);
 
 			read_source_facts(nspid, "", &facts);
 			MemoryContextSwitchTo(spi);
-			if (!first_event_matches(conn, &facts, &detail, NULL))
+			if (!first_event_matches(conn, &facts, &detail, &contents, NULL))
 				ereport(ERROR,
 						(errcode(ERRCODE_DATA_CORRUPTED),
 						 errmsg("restore_events: the restored first event differs from the remote's"),
-						 errdetail("%s", detail)));
+						 errdetail("%s", contents ? contents : detail)));
 		}
 
 		/* the allocator continues after the restored events */

@@ -109,8 +109,12 @@ read_source_facts(Oid nspid, const char *replica, SourceFacts *facts)
 	facts->nspid = nspid;
 	facts->identity = source_identity();
 
-	ret = SPI_execute(psprintf("SELECT id, ts, event::text FROM %s.events ORDER BY id LIMIT 1", nsp),
-					  false, 0);
+	/*
+	 * As the owner: the callers are workers and admin functions, and admins
+	 * need no privileges on the extension's tables.
+	 */
+	ret = replicator_spi_execute_as_owner(psprintf("SELECT id, ts, event::text FROM %s.events ORDER BY id LIMIT 1", nsp),
+										  0, NULL, NULL, NULL, false);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read the first event: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 1)
@@ -124,14 +128,15 @@ read_source_facts(Oid nspid, const char *replica, SourceFacts *facts)
 		MemoryContextSwitchTo(spi);
 	}
 
-	ret = SPI_execute(psprintf("SELECT coalesce(max(id), 0) FROM %s.events", nsp), false, 0);
+	ret = replicator_spi_execute_as_owner(psprintf("SELECT coalesce(pg_catalog.max(id), 0) FROM %s.events", nsp),
+										  0, NULL, NULL, NULL, false);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read max(id): %s", SPI_result_code_string(ret));
 	facts->max_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
-	ret = SPI_execute_with_args("SELECT name, destination FROM replicator.replicas"
-								" WHERE name <> $1 AND destination IS NOT NULL",
-								1, argtypes, args, NULL, false, 0);
+	ret = replicator_spi_execute_as_owner("SELECT name, destination FROM replicator.replicas"
+										  " WHERE name OPERATOR(pg_catalog.<>) $1 AND destination IS NOT NULL",
+										  1, argtypes, args, NULL, false);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read replicator.replicas: %s", SPI_result_code_string(ret));
 	for (uint64 r = 0; r < SPI_processed; r++)
@@ -148,10 +153,11 @@ read_source_facts(Oid nspid, const char *replica, SourceFacts *facts)
  * Does the remote events table start with the source's first event, id,
  * ts to the microsecond and event as jsonb text?  If not, *detail says how
  * they differ (or why the query failed, and *transient whether for now, if
- * not NULL).
+ * not NULL), without the events' contents, which go to *contents.
  */
 bool
-first_event_matches(PGconn *conn, SourceFacts *facts, char **detail, bool *transient)
+first_event_matches(PGconn *conn, SourceFacts *facts, char **detail, char **contents,
+					bool *transient)
 {
 	char	   *params[3];
 	PGresult   *res;
@@ -172,10 +178,16 @@ first_event_matches(PGconn *conn, SourceFacts *facts, char **detail, bool *trans
 		return false;
 	same = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
 	if (!same)
-		*detail = psprintf("the destination's first event (id %s, ts %s, %s) differs from the source's (id " INT64_FORMAT ", ts %s, %.200s)",
-						   PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3),
-						   facts->first_id, timestamptz_to_str(facts->first_ts),
-						   facts->first_event);
+	{
+		/* the detail is readable by every role: no contents in it */
+		*detail = psprintf("the destination's first event (id %s, ts %s) differs from the source's (id " INT64_FORMAT ", ts %s)",
+						   PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
+						   facts->first_id, timestamptz_to_str(facts->first_ts));
+		*contents = psprintf("the destination's first event (id %s, ts %s, %s) differs from the source's (id " INT64_FORMAT ", ts %s, %.200s)",
+							 PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3),
+							 facts->first_id, timestamptz_to_str(facts->first_ts),
+							 facts->first_event);
+	}
 	PQclear(res);
 	return same;
 }
@@ -301,6 +313,7 @@ add_check(List *checks, const char *check, bool ok, char *detail)
 	c->ok = ok;
 	c->transient = false;
 	c->detail = detail;
+	c->contents = NULL;
 	return lappend(checks, c);
 }
 
@@ -466,10 +479,15 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 	if (info->max_id > 0)
 	{
 		char	   *detail = NULL;
+		char	   *contents = NULL;
 		bool		transient = false;
 
-		if (!first_event_matches(conn, facts, &detail, &transient))
-			return add_failed_query(checks, "same first event", detail, transient);
+		if (!first_event_matches(conn, facts, &detail, &contents, &transient))
+		{
+			checks = add_failed_query(checks, "same first event", detail, transient);
+			((DestinationCheck *) llast(checks))->contents = contents;
+			return checks;
+		}
 		checks = add_check(checks, "same first event", true, NULL);
 	}
 	else

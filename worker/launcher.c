@@ -35,6 +35,7 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -328,6 +329,8 @@ replicator_scan_main(Datum arg)
 	before_shmem_exit(scan_detach, arg);
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	/* as the streaming worker: the database's search_path must not apply */
+	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_appname("replicator scan");
 
 	StartTransactionCommand();

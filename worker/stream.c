@@ -61,6 +61,7 @@
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -99,8 +100,8 @@ static SPIPlanPtr config_plan = NULL;
 static SPIPlanPtr
 get_config_plan(void)
 {
-	const char *sql = "SELECT conninfo, require_password, incarnation::pg_catalog.text FROM replicator.replicas"
-		" WHERE name = $1 AND enabled AND invalid_reason IS NULL";
+	const char *sql = "SELECT conninfo, changed_by, incarnation::pg_catalog.text FROM replicator.replicas"
+		" WHERE name OPERATOR(pg_catalog.=) $1 AND enabled AND invalid_reason IS NULL";
 	Oid			text_arg[1] = {TEXTOID};
 
 	if (config_plan == NULL)
@@ -234,7 +235,6 @@ read_config(void)
 	MemoryContext spi;
 	Oid			nspid = replicator_source_namespace();
 	Datum		args[1];
-	bool		isnull;
 
 	/* checked first: a dropped extension never reaches a saved plan */
 	if (!OidIsValid(nspid))
@@ -252,8 +252,10 @@ read_config(void)
 	MemoryContextSwitchTo(spi);
 	config.extoid = get_extension_oid("replicator", true);
 	config.events_relid = get_relname_relid("events", nspid);
-	config.require_password = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-														 SPI_tuptable->tupdesc, 2, &isnull));
+	/* decided now, from who last changed the conninfo: not stored */
+	config.require_password =
+		replicator_replica_requires_password(SPI_getvalue(SPI_tuptable->vals[0],
+														  SPI_tuptable->tupdesc, 2));
 	config.nspid = nspid;
 	return config;
 }
@@ -283,7 +285,7 @@ mark_invalid(const char *reason)
 	LWLockRelease(ReplicatorState->lock);
 
 	update_catalog("UPDATE replicator.replicas SET invalid_reason = $2,"
-				   " invalid_since = pg_catalog.now() WHERE name = $1", reason);
+				   " invalid_since = pg_catalog.now() WHERE name OPERATOR(pg_catalog.=) $1", reason);
 	stop_streaming("destination is invalid until replicator.resume_replica() is called");
 }
 
@@ -716,6 +718,13 @@ replicator_stream_main(Datum arg)
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 
+	/*
+	 * We run as the bootstrap superuser: a search_path that a database
+	 * owner set must not choose the operators and functions of our SQL, as
+	 * in PostgreSQL's logical apply worker.
+	 */
+	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
+
 	begin_local();
 	appname = MemoryContextStrdup(TopMemoryContext,
 								  psprintf("replicator:%s:%s", get_database_name(MyDatabaseId), replica));
@@ -767,7 +776,7 @@ replicator_stream_main(Datum arg)
 		if (config.require_password && !PQconnectionUsedPassword(conn))
 		{
 			PQfinish(conn);
-			mark_invalid("password required: the replica was added by a non-superuser, and the destination did not ask for its password");
+			mark_invalid("password required: " REPLICATOR_PASSWORD_REQUIRED);
 		}
 		if ((error = apply_session_settings(conn)) != NULL)
 		{
@@ -786,6 +795,18 @@ replicator_stream_main(Datum arg)
 		error = first_failure(checks, &transient);
 		if (error && PQstatus(conn) == CONNECTION_OK && !transient)
 		{
+			ListCell   *lc;
+
+			/* event contents go to the log only, not to the catalog */
+			foreach(lc, checks)
+			{
+				DestinationCheck *c = lfirst(lc);
+
+				if (!c->ok && c->contents)
+					ereport(LOG,
+							(errmsg("replicator: destination \"%s\": %s: %s",
+									replica, c->check, c->contents)));
+			}
 			PQfinish(conn);
 			mark_invalid(error);
 		}
@@ -794,7 +815,9 @@ replicator_stream_main(Datum arg)
 			if (info.created_table)
 				ereport(LOG, (errmsg("replicator: created table events in destination \"%s\"", replica)));
 			update_catalog("UPDATE replicator.replicas SET destination = $2"
-						   " WHERE name = $1 AND destination IS DISTINCT FROM $2", info.identity);
+						   " WHERE name OPERATOR(pg_catalog.=) $1"
+						   " AND (destination IS NULL OR destination OPERATOR(pg_catalog.<>) $2)",
+						   info.identity);
 			LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
 			slot->position = info.max_id;
 			slot->last_contact = GetCurrentTimestamp();

@@ -161,7 +161,10 @@ typedef struct DestinationCheck
 	const char *check;
 	bool		ok;
 	bool		transient;		/* failed: it could not run, for now */
+	/* stored in the catalog and shown to every role: never event contents */
 	char	   *detail;
+	/* the detail with event contents, or NULL: for validate() and the log */
+	char	   *contents;
 } DestinationCheck;
 
 typedef struct DestinationInfo
@@ -191,7 +194,7 @@ extern List *add_check(List *checks, const char *check, bool ok, char *detail);
 extern List *check_destination(PGconn *conn, SourceFacts *facts, bool create_table,
 							   DestinationInfo *info);
 extern bool first_event_matches(PGconn *conn, SourceFacts *facts, char **detail,
-								bool *transient);
+								char **contents, bool *transient);
 extern char *first_failure(List *checks, bool *transient);
 extern char *source_identity(void);
 extern char *remote_identity(PGconn *conn, char **error, bool *transient);
