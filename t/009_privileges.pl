@@ -45,7 +45,7 @@ sub state_is
 
 # the source's first event holds something that is nobody else's business
 $source->safe_psql('postgres',
-	q{SELECT insert_events(ARRAY['{"secret": "source-s3cret"}', '{"a": 2}']::jsonb[])});
+	q{SELECT insert_events_array(ARRAY['{"secret": "source-s3cret"}', '{"a": 2}']::jsonb[])});
 
 # --- the catalog, edited directly by a non-superuser admin
 add_replica($source, 'legit', $dest, dbname => 'legit');    # by a superuser: no password needed
@@ -67,7 +67,7 @@ like($err, qr/permission denied for table replicas/, 'an admin cannot read conni
 as('alice', q{SELECT replicator.pause_replica('legit')});
 state_is('legit', 'paused') or die 'legit was not paused';
 as('alice', q{SELECT replicator.resume_replica('legit')});
-$source->safe_psql('postgres', q{SELECT insert_events(ARRAY['{"a": 3}']::jsonb[])});
+$source->safe_psql('postgres', q{SELECT insert_events_array(ARRAY['{"a": 3}']::jsonb[])});
 ok(wait_replica($source, 'legit'), 'the superuser\'s replica streams on after the resume');
 compare_events($source, $dest, 'legit equals the source', 'legit');
 is(has_events_table('stolen'), 'f', 'no worker connected to the database the admin tried to put in the catalog');
@@ -157,12 +157,12 @@ is(as('mallory', q{SELECT count(*) FROM evil.calls}, 'src'), '1',
 my $clean = 'SET search_path = public, pg_catalog; ';
 $source->safe_psql('src',
 	$clean . "SELECT replicator.add_replica('s1', \$\$@{[ $dest->connstr('s1db') ]}\$\$)");
-$source->safe_psql('src', $clean . q{SELECT insert_events(ARRAY['{"b": 1}', '{"b": 2}']::jsonb[])});
+$source->safe_psql('src', $clean . q{SELECT insert_events_array(ARRAY['{"b": 1}', '{"b": 2}']::jsonb[])});
 is($source->safe_psql('src', $clean . q{SELECT replicator.wait_for_replica('s1', '3 min')}),
 	't', 'streaming in the database');
 as('alice', q{SELECT replicator.pause_replica('s1')}, 'src');
 state_is('s1', 'paused', 'src') or die 's1 was not paused';
-$source->safe_psql('src', $clean . q{SELECT insert_events(ARRAY['{"b": 3}']::jsonb[])});
+$source->safe_psql('src', $clean . q{SELECT insert_events_array(ARRAY['{"b": 3}']::jsonb[])});
 as('alice', q{SELECT replicator.resume_replica('s1')}, 'src');
 is(as('alice', q{SELECT replicator.wait_for_replica('s1', '3 min')}, 'src'), 't',
 	'resumed, it catches up');
