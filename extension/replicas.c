@@ -36,6 +36,8 @@ check_admin(void)
 {
 	Oid			admin = get_role_oid("replicator_admin", true);
 
+	replicator_check_sql_version();
+
 	if (superuser() || (OidIsValid(admin) && has_privs_of_role(GetUserId(), admin)))
 		return;
 	ereport(ERROR,

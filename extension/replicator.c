@@ -234,3 +234,43 @@ replicator_replica_requires_password(const char *changed_by)
 
 	return !(OidIsValid(role) && superuser_arg(role));
 }
+
+/*
+ * Error out unless the installed SQL objects are those this library was
+ * built for: between installing a new library and ALTER EXTENSION UPDATE,
+ * the old objects (tables without new columns) would make its statements
+ * fail obscurely.
+ */
+void
+replicator_check_sql_version(void)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tuple;
+	char	   *version = NULL;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("replicator"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tuple, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			version = TextDatumGetCString(d);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+
+	if (version != NULL && strcmp(version, REPLICATOR_SQL_VERSION) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"replicator\" is at version %s, its library at %s", version,
+						REPLICATOR_SQL_VERSION),
+				 errhint("Run ALTER EXTENSION replicator UPDATE.")));
+}

@@ -32,8 +32,12 @@ extern void replicator_forbid_writes(void);
 extern void replicator_suppress_notify(bool suppress);
 extern void replicator_notify_restored(int64 last_id);
 
+/* the version of the SQL objects this library works with */
+#define REPLICATOR_SQL_VERSION "1.1"
+
 /* replicator.c */
 extern Oid	replicator_source_namespace(void);
+extern void replicator_check_sql_version(void);
 extern int	replicator_spi_execute_as_owner(const char *sql, int nargs, Oid *types,
 											Datum *values, const char *nulls,
 											bool read_only);

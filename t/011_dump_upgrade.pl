@@ -155,7 +155,8 @@ $rst->safe_psql('updated', q{
 CREATE EXTENSION replicator VERSION '1.0';
 SELECT insert_events(ARRAY(SELECT jsonb_build_object('k', k, 'v', 1.50) FROM generate_series(1, 30) k)) FROM generate_series(1, 3);
 SELECT insert_events($$($1[1], $2, '{"text": "form"}')$$);
-SELECT replicator.add_replica('kept', 'host=/nonexistent dbname=x', enabled => false);
+-- as 1.0's add_replica would have: this library refuses to run 1.0's API
+INSERT INTO replicator.replicas (name, conninfo, enabled) VALUES ('kept', 'host=/nonexistent dbname=x', false);
 });
 my $before = dump_events($rst, 'updated');
 $rst->safe_psql('updated', 'ALTER EXTENSION replicator UPDATE');

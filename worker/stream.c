@@ -239,6 +239,8 @@ read_config(void)
 	/* checked first: a dropped extension never reaches a saved plan */
 	if (!OidIsValid(nspid))
 		return config;
+	/* a new library before ALTER EXTENSION UPDATE: say so, and retry later */
+	replicator_check_sql_version();
 	args[0] = CStringGetTextDatum(replica);
 	if (SPI_execute_plan(get_config_plan(), args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read replicator.replicas");
