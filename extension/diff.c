@@ -115,24 +115,37 @@ local_rows(const char *sql)
 static Rows
 remote_rows(DiffState *st, const char *sql)
 {
-	PGresult   *res = remote_exec(st->conn, sql, 0, NULL);
+	PGresult   *volatile res = replicator_remote_exec(st->conn, sql, 0, NULL);
 	Rows		r;
 
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		char	   *error = remote_error(st->conn, res);
+
+		PQclear(res);
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("diff: query failed on the destination: %s", remote_error(st->conn, res))));
-	r.n = PQntuples(res);
-	r.ncols = PQnfields(res);
-	r.cells = palloc(sizeof(char *) * Max(1, r.n * r.ncols));
-	for (int i = 0; i < r.n; i++)
-		for (int c = 0; c < r.ncols; c++)
-		{
-			r.cells[i * r.ncols + c] = PQgetisnull(res, i, c) ? NULL : pstrdup(PQgetvalue(res, i, c));
-			st->bytes_fetched += PQgetlength(res, i, c);
-		}
+				 errmsg("diff: query failed on the destination: %s", error)));
+	}
+	/* libpq's result is not palloc'd: free it if copying it fails */
+	PG_TRY();
+	{
+		r.n = PQntuples(res);
+		r.ncols = PQnfields(res);
+		r.cells = palloc(sizeof(char *) * Max(1, r.n * r.ncols));
+		for (int i = 0; i < r.n; i++)
+			for (int c = 0; c < r.ncols; c++)
+			{
+				r.cells[i * r.ncols + c] = PQgetisnull(res, i, c) ? NULL : pstrdup(PQgetvalue(res, i, c));
+				st->bytes_fetched += PQgetlength(res, i, c);
+			}
+	}
+	PG_FINALLY();
+	{
+		PQclear(res);
+	}
+	PG_END_TRY();
 	st->rows_fetched += r.n;
-	PQclear(res);
 	return r;
 }
 
@@ -310,6 +323,7 @@ replicator_diff(PG_FUNCTION_ARGS)
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
 	char	   *conninfo;
+	bool		require_password;
 	char	   *error = NULL;
 	PGconn	   *volatile conn = NULL;
 
@@ -333,7 +347,7 @@ replicator_diff(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	args[0] = CStringGetTextDatum(name);
-	if (SPI_execute_with_args("SELECT conninfo FROM replicator.replicas WHERE name = $1",
+	if (SPI_execute_with_args("SELECT conninfo, require_password FROM replicator.replicas WHERE name = $1",
 							  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read replicator.replicas");
 	if (SPI_processed != 1)
@@ -341,6 +355,7 @@ replicator_diff(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("replica \"%s\" does not exist", name)));
 	conninfo = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	require_password = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2), "f") != 0;
 
 	PG_TRY();
 	{
@@ -349,8 +364,9 @@ replicator_diff(PG_FUNCTION_ARGS)
 		int64		src_max;
 		int64		dst_max;
 
-		conn = remote_connect(conninfo, psprintf("replicator:%s:diff", name),
-							  replicator_connect_timeout, &error);
+		conn = replicator_remote_connect(conninfo, psprintf("replicator:%s:diff", name),
+										 REPLICATOR_SESSION_QUERY, require_password,
+										 &error, NULL);
 		if (conn == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
@@ -380,8 +396,7 @@ replicator_diff(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
-		if (conn)
-			PQfinish(conn);
+		replicator_remote_close(conn);
 	}
 	PG_END_TRY();
 	SPI_finish();

@@ -74,7 +74,7 @@ static char *
 checked_conninfo_mask(const char *conninfo, const char *name)
 {
 	char	   *error = NULL;
-	char	   *masked = mask_conninfo(conninfo, &error);
+	char	   *masked = replicator_conninfo_mask(conninfo, &error);
 
 	if (masked == NULL)
 		ereport(ERROR,
@@ -224,7 +224,7 @@ replicator_mask_conninfo(PG_FUNCTION_ARGS)
  */
 static void
 validate_one(Tuplestorestate *store, TupleDesc desc, const char *name,
-			 const char *conninfo, Oid nspid)
+			 const char *conninfo, bool require_password, Oid nspid)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	SourceFacts facts;
@@ -242,17 +242,17 @@ validate_one(Tuplestorestate *store, TupleDesc desc, const char *name,
 
 	PG_TRY();
 	{
-		conn = remote_connect(conninfo,
-							  psprintf("replicator:%s:validate", get_database_name(MyDatabaseId)),
-							  replicator_connect_timeout, &error);
+		conn = replicator_remote_connect(conninfo,
+										 psprintf("replicator:%s:validate", get_database_name(MyDatabaseId)),
+										 REPLICATOR_SESSION_QUERY, require_password,
+										 &error, NULL);
 		checks = add_check(NIL, "connect", conn != NULL, error);
 		if (conn != NULL)
 			checks = list_concat(checks, check_destination(conn, &facts, false, &info));
 	}
 	PG_FINALLY();
 	{
-		if (conn)
-			PQfinish(conn);
+		replicator_remote_close(conn);
 	}
 	PG_END_TRY();
 
@@ -280,8 +280,10 @@ replicator_validate(PG_FUNCTION_ARGS)
 	Oid			nspid = replicator_source_namespace();
 	List	   *names = NIL;
 	List	   *conninfos = NIL;
+	List	   *require_passwords = NIL;
 	ListCell   *ln,
-			   *lc;
+			   *lc,
+			   *lp;
 	MemoryContext caller = CurrentMemoryContext;
 	int			ret;
 
@@ -289,7 +291,7 @@ replicator_validate(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 
 	SPI_connect();
-	ret = SPI_execute("SELECT name, conninfo FROM replicator.replicas ORDER BY name", true, 0);
+	ret = SPI_execute("SELECT name, conninfo, require_password FROM replicator.replicas ORDER BY name", true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read replicator.replicas: %s", SPI_result_code_string(ret));
 	for (uint64 r = 0; r < SPI_processed; r++)
@@ -303,6 +305,8 @@ replicator_validate(PG_FUNCTION_ARGS)
 		names = lappend(names, pstrdup(name));
 		conninfos = lappend(conninfos,
 							pstrdup(SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2)));
+		require_passwords = lappend_int(require_passwords,
+										strcmp(SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 3), "f") != 0);
 		MemoryContextSwitchTo(spi);
 	}
 	SPI_finish();
@@ -312,8 +316,9 @@ replicator_validate(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("replica \"%s\" does not exist", only)));
 
-	forboth(ln, names, lc, conninfos)
-		validate_one(rsinfo->setResult, rsinfo->setDesc, lfirst(ln), lfirst(lc), nspid);
+	forthree(ln, names, lc, conninfos, lp, require_passwords)
+		validate_one(rsinfo->setResult, rsinfo->setDesc, lfirst(ln), lfirst(lc),
+					 lfirst_int(lp), nspid);
 	return (Datum) 0;
 }
 

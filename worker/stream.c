@@ -660,21 +660,12 @@ replicator_stream_main(Datum arg)
 			stop_streaming("replica dropped, paused or invalid, or extension dropped");
 
 		report(REPLICA_CONNECTING);
-		conn = remote_connect(config.conninfo, appname, replicator_connect_timeout, &error);
+		conn = replicator_remote_connect(config.conninfo, appname, REPLICATOR_SESSION_APPLY,
+										 config.require_password, &error, &transient);
 		if (conn == NULL)
 		{
-			report_error(error);
-			backoff(attempt++);
-			continue;
-		}
-		if (config.require_password && !PQconnectionUsedPassword(conn))
-		{
-			PQfinish(conn);
-			mark_invalid("password required: the replica was added by a non-superuser, and the destination did not ask for its password");
-		}
-		if ((error = apply_session_settings(conn)) != NULL)
-		{
-			PQfinish(conn);
+			if (!transient)
+				mark_invalid(error);
 			report_error(error);
 			backoff(attempt++);
 			continue;
@@ -689,7 +680,7 @@ replicator_stream_main(Datum arg)
 		error = first_failure(checks, &transient);
 		if (error && PQstatus(conn) == CONNECTION_OK && !transient)
 		{
-			PQfinish(conn);
+			replicator_remote_close(conn);
 			mark_invalid(error);
 		}
 		if (error == NULL)
@@ -703,7 +694,8 @@ replicator_stream_main(Datum arg)
 			slot->last_contact = GetCurrentTimestamp();
 			LWLockRelease(ReplicatorState->lock);
 			attempt = 0;
-			apply = apply_open(conn, config.conninfo, appname, info.identity,
+			apply = apply_open(conn, config.conninfo, appname,
+							   config.require_password, info.identity,
 							   replicator_destination_sessions, info.max_id,
 							   batch_committed, &error);
 			if (apply != NULL)
@@ -713,7 +705,7 @@ replicator_stream_main(Datum arg)
 			}
 			conn = NULL;
 		}
-		PQfinish(conn);			/* NULL if the apply set had it */
+		replicator_remote_close(conn);	/* NULL if the apply set had it */
 		report_error(error);
 		backoff(attempt++);
 	}
