@@ -66,7 +66,7 @@ ALTER FUNCTION public.record_settings() OWNER TO hurried;
 my $conn = $dest->connstr('hurried')
   . q{ user=hurried options='-c work_mem=1234kB -c test.mark=theirs -c statement_timeout=1ms'};
 $source->safe_psql('postgres', "SELECT replicator.add_replica('hurried', \$\$$conn\$\$)");
-ok(wait_replica($source, 'hurried'),
+ok(wait_replica($source, 'hurried', 60),
 	'the worker catches up with a destination role of 1 ms statement, idle and idle-in-transaction timeouts');
 compare_events($source, $dest, 'the destination equals the source', 'hurried');
 
@@ -81,16 +81,15 @@ is($dest->safe_psql('hurried', q{SELECT DISTINCT work_mem || '|' || mark FROM se
 is( $source->safe_psql('postgres',
 		q{SELECT count(*) > 1 AND bool_and(ok) FROM replicator.validate('hurried')}),
 	't', 'validate passes every check against that role');
-is($source->safe_psql('postgres', q{SELECT count(*) FROM replicator.diff('hurried', validate => false)}),
-	'0', 'diff runs against that role and finds no difference');
+my ($ret, $out, $err) = $source->psql('postgres', q{SELECT count(*) FROM replicator.diff('hurried', validate => false)});
+is($out, '0', 'diff runs against that role and finds no difference');
 
 $source->safe_psql('postgres', 'CREATE DATABASE restored');
 $source->safe_psql('restored', 'CREATE EXTENSION replicator');
-is( $source->safe_psql('restored',
-		sprintf(q{SELECT rows_restored FROM restore_events('%s', 'hurried', 'hurried', NULL, %d)},
-			$dest->host, $dest->port)),
-	events_count($source),
-	'restore_events reads every event through that role');
+($ret, $out, $err) = $source->psql('restored',
+	sprintf(q{SELECT rows_restored FROM restore_events('%s', 'hurried', 'hurried', NULL, %d)},
+		$dest->host, $dest->port));
+is($out, events_count($source), 'restore_events reads every event through that role');
 is(dump_events($source, 'restored'), dump_events($source),
 	'the restored events equal the source, row by row');
 
@@ -153,12 +152,12 @@ $source->safe_psql('postgres', q{CREATE ROLE alice LOGIN; GRANT replicator_admin
 my $trusting = $dest->connstr('postgres') . ' password=unused';
 $source->safe_psql('postgres',
 	"SET ROLE alice; SELECT replicator.add_replica('trusting', \$\$$trusting\$\$, enabled => false)");
-like( $source->safe_psql('postgres',
-		q{SELECT ok || ' ' || detail FROM replicator.validate('trusting') WHERE check_name = 'connect'}),
+($ret, $out, $err) = $source->psql('postgres',
+	q{SELECT ok || ' ' || coalesce(detail, '') FROM replicator.validate('trusting') WHERE check_name = 'connect'});
+like($out,
 	qr/^false password required: .*did not ask for its password$/,
 	'validate refuses a destination that did not ask for the password');
-my ($ret, $out, $err) = $source->psql('postgres',
-	q{SELECT * FROM replicator.diff('trusting')});
+($ret, $out, $err) = $source->psql('postgres', q{SELECT * FROM replicator.diff('trusting')});
 like($err, qr/diff: could not connect to replica "trusting": password required/,
 	'diff refuses a destination that did not ask for the password');
 unlike($err, qr/unused/, 'the error does not show the password');
