@@ -13,7 +13,11 @@
  */
 #include "postgres.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
+
 #include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/fd.h"
@@ -107,6 +111,253 @@ session_options(PQconninfoOption *opts, ReplicatorSessionKind kind)
 }
 
 /*
+ * Host names are resolved here, not by libpq: libpq resolves them
+ * synchronously inside PQconnectPoll, where neither connect_timeout nor a
+ * cancel can reach a slow DNS server.  glibc's getaddrinfo_a() resolves in
+ * a helper thread (with every signal blocked) while we wait on the latch;
+ * libpq then gets each address as hostaddr beside its host name, which it
+ * still uses for SSL, Kerberos and .pgpass.
+ */
+#define MAX_ADDRESSES	32
+
+/* Split a libpq list ("a,b,c") into a List of palloc'd strings. */
+static List *
+split_list(const char *value)
+{
+	List	   *items = NIL;
+	const char *p = value;
+
+	for (;;)
+	{
+		const char *comma = strchr(p, ',');
+
+		if (comma == NULL)
+		{
+			items = lappend(items, pstrdup(p));
+			return items;
+		}
+		items = lappend(items, pnstrdup(p, comma - p));
+		p = comma + 1;
+	}
+}
+
+static const char *
+option_value(PQconninfoOption *opts, const char *keyword)
+{
+	for (PQconninfoOption *opt = opts; opt->keyword != NULL; opt++)
+		if (strcmp(opt->keyword, keyword) == 0)
+			return opt->val;
+	return NULL;
+}
+
+/* libpq's own test: a directory or an abstract socket name */
+static bool
+is_socket_path(const char *host)
+{
+	return host[0] == '/' || host[0] == '@';
+}
+
+/*
+ * Cancel what is still running and free what can be freed.  A lookup that
+ * cannot be cancelled any more keeps its (malloc'd) request: the helper
+ * thread still writes into it.
+ */
+static void
+release_lookups(struct gaicb **reqs, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		struct gaicb *req = reqs[i];
+
+		if (req == NULL)
+			continue;
+		if (gai_error(req) == EAI_INPROGRESS && gai_cancel(req) == EAI_NOTCANCELED)
+			continue;
+		if (req->ar_result)
+			freeaddrinfo(req->ar_result);
+		free((void *) req->ar_name);
+		free((void *) req->ar_request);
+		free(req);
+		reqs[i] = NULL;
+	}
+}
+
+/* Wait for every lookup, or the deadline (false). */
+static bool
+wait_lookups(struct gaicb **reqs, int n, TimestampTz deadline)
+{
+	for (;;)
+	{
+		bool		busy = false;
+		long		timeout;
+
+		for (int i = 0; i < n; i++)
+			if (reqs[i] && gai_error(reqs[i]) == EAI_INPROGRESS)
+				busy = true;
+		if (!busy)
+			return true;
+		timeout = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (timeout <= 0)
+			return false;
+		/* glibc could signal completion, but only by a signal or a thread */
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(timeout, 10), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * Resolve the host names of the connection options before the deadline.
+ * Sets *host, *hostaddr and *port (or NULL: leave the user's) to lists of
+ * one entry per address; a unix socket stays as it is.  Nothing to do when
+ * the user gave hostaddr or no host (libpq's defaults: PGHOST, a service
+ * file or the local socket are left to libpq).  False and *error if no
+ * name resolved, or not in time.
+ */
+static bool
+resolve_hosts(PQconninfoOption *opts, TimestampTz deadline,
+			  char **host, char **hostaddr, char **port, char **error)
+{
+	const char *hostval = option_value(opts, "host");
+	const char *addrval = option_value(opts, "hostaddr");
+	const char *portval = option_value(opts, "port");
+	List	   *hosts;
+	List	   *volatile ports = NIL;
+	struct gaicb *volatile *reqs;
+	StringInfoData hbuf,
+				abuf,
+				pbuf;
+	int			nhosts;
+	volatile int naddrs = 0;
+	char	   *volatile failure = NULL;
+	bool		in_time = false;
+
+	*host = *hostaddr = *port = NULL;
+	if (hostval == NULL || hostval[0] == '\0' || (addrval != NULL && addrval[0] != '\0'))
+		return true;
+	hosts = split_list(hostval);
+	nhosts = list_length(hosts);
+	if (portval != NULL && portval[0] != '\0')
+	{
+		ports = split_list(portval);
+		if (list_length(ports) != 1 && list_length(ports) != nhosts)
+			return true;		/* libpq reports the mismatch */
+	}
+
+	reqs = palloc0(sizeof(struct gaicb *) * nhosts);
+	PG_TRY();
+	{
+		struct gaicb *batch[MAX_ADDRESSES];
+		int			nbatch = 0;
+
+		for (int i = 0; i < nhosts; i++)
+		{
+			const char *name = list_nth(hosts, i);
+			struct gaicb *req;
+			struct addrinfo *hints;
+
+			if (name[0] == '\0' || is_socket_path(name) || nbatch == MAX_ADDRESSES)
+				continue;
+			/* malloc: a lookup that cannot be cancelled outlives this call */
+			req = calloc(1, sizeof(struct gaicb));
+			hints = calloc(1, sizeof(struct addrinfo));
+			if (req == NULL || hints == NULL || (req->ar_name = strdup(name)) == NULL)
+			{
+				free(req);
+				free(hints);
+				ereport(ERROR,
+						(errcode(ERRCODE_OUT_OF_MEMORY),
+						 errmsg("out of memory")));
+			}
+			hints->ai_family = AF_UNSPEC;
+			hints->ai_socktype = SOCK_STREAM;
+			req->ar_request = hints;
+			reqs[i] = req;
+			batch[nbatch++] = req;
+		}
+		if (nbatch > 0)
+		{
+			int			rc = getaddrinfo_a(GAI_NOWAIT, batch, nbatch, NULL);
+
+			if (rc != 0 && rc != EAI_SYSTEM)
+				failure = psprintf("could not resolve host names: %s", gai_strerror(rc));
+			else
+				in_time = wait_lookups((struct gaicb **) reqs, nhosts, deadline);
+		}
+		else
+			in_time = true;
+
+		if (failure == NULL && !in_time)
+		{
+			for (int i = 0; i < nhosts && failure == NULL; i++)
+				if (reqs[i] && gai_error(reqs[i]) == EAI_INPROGRESS)
+					failure = psprintf("could not resolve host name \"%s\" within connect_timeout (%d ms)",
+									   (char *) list_nth(hosts, i), replicator_connect_timeout);
+		}
+
+		initStringInfo(&hbuf);
+		initStringInfo(&abuf);
+		initStringInfo(&pbuf);
+		for (int i = 0; i < nhosts && failure == NULL; i++)
+		{
+			const char *name = list_nth(hosts, i);
+			const char *p = ports == NIL ? NULL : list_nth(ports, list_length(ports) == 1 ? 0 : i);
+			int			rc;
+
+			if (reqs[i] == NULL)
+			{
+				/* a socket, the default, or past MAX_ADDRESSES: libpq's */
+				appendStringInfo(&hbuf, "%s%s", naddrs ? "," : "", name);
+				appendStringInfo(&abuf, "%s", naddrs ? "," : "");
+				appendStringInfo(&pbuf, "%s%s", naddrs ? "," : "", p ? p : "");
+				naddrs++;
+				continue;
+			}
+			rc = gai_error(reqs[i]);
+			if (rc != 0)
+			{
+				/* as libpq: try the other hosts; fail if none is left */
+				if (failure == NULL && i == nhosts - 1 && naddrs == 0)
+					failure = psprintf("could not translate host name \"%s\" to address: %s",
+									   name, gai_strerror(rc));
+				continue;
+			}
+			for (struct addrinfo *ai = reqs[i]->ar_result; ai && naddrs < MAX_ADDRESSES; ai = ai->ai_next)
+			{
+				char		addr[NI_MAXHOST];
+
+				if (getnameinfo(ai->ai_addr, ai->ai_addrlen, addr, sizeof(addr),
+								NULL, 0, NI_NUMERICHOST) != 0)
+					continue;
+				appendStringInfo(&hbuf, "%s%s", naddrs ? "," : "", name);
+				appendStringInfo(&abuf, "%s%s", naddrs ? "," : "", addr);
+				appendStringInfo(&pbuf, "%s%s", naddrs ? "," : "", p ? p : "");
+				naddrs++;
+			}
+			if (failure == NULL && i == nhosts - 1 && naddrs == 0)
+				failure = psprintf("could not translate host name \"%s\" to address: no address", name);
+		}
+	}
+	PG_FINALLY();
+	{
+		release_lookups((struct gaicb **) reqs, nhosts);
+	}
+	PG_END_TRY();
+
+	if (failure)
+	{
+		*error = failure;
+		return false;
+	}
+	*host = hbuf.data;
+	*hostaddr = abuf.data;
+	/* no port given: libpq's default applies to every entry */
+	*port = ports == NIL ? NULL : pbuf.data;
+	return true;
+}
+
+/*
  * Start connecting and poll until connected, failed, or past the deadline.
  * *connp is set as soon as libpq has a connection object, so that the
  * caller can close it when an interrupt throws from a wait.  NULL and
@@ -182,6 +433,9 @@ replicator_remote_connect(const char *conninfo, const char *appname,
 	int			n = 0;
 	PGconn	   *volatile conn = NULL;
 	PGconn	   *result = NULL;
+	char	   *host;
+	char	   *hostaddr;
+	char	   *port;
 
 	*error = NULL;
 	if (transient)
@@ -211,6 +465,23 @@ replicator_remote_connect(const char *conninfo, const char *appname,
 	values[n++] = session_options(opts, kind);
 	keywords[n] = "application_name";
 	values[n++] = appname;
+	if (!resolve_hosts(opts, deadline, &host, &hostaddr, &port, error))
+	{
+		PQconninfoFree(opts);
+		return NULL;
+	}
+	if (host)
+	{
+		keywords[n] = "host";
+		values[n++] = host;
+		keywords[n] = "hostaddr";
+		values[n++] = hostaddr;
+	}
+	if (port)
+	{
+		keywords[n] = "port";
+		values[n++] = port;
+	}
 	keywords[n] = NULL;
 	values[n] = NULL;
 	PQconninfoFree(opts);
