@@ -144,6 +144,24 @@ $psql->{stderr} = '';
 is($psql->query_safe('SELECT 1'), '1', 'the session goes on');
 $psql->quit;
 
+# --- host names: resolved by the extension before libpq connects, each
+# address passed as hostaddr beside its name (localhost: ::1 and
+# 127.0.0.1, tried in turn), in a list beside a unix socket that fails
+$dest->append_conf('postgresql.conf', "listen_addresses = '127.0.0.1'\n");
+$dest->restart;
+my $dport = $dest->port;
+$source->safe_psql('postgres',
+	"SELECT replicator.add_replica('named', 'host=/nonexistent,localhost port=$dport dbname=hurried user=hurried', enabled => false)");
+is( $source->safe_psql('postgres',
+		q{SELECT ok FROM replicator.validate('named') WHERE check_name = 'connect'}),
+	't', 'a host list with a socket and a host name connects');
+$source->safe_psql('postgres',
+	"SELECT replicator.add_replica('nowhere', 'host=no-such-host.invalid port=$dport dbname=x', enabled => false)");
+like( $source->safe_psql('postgres',
+		q{SELECT ok || ' ' || detail FROM replicator.validate('nowhere') WHERE check_name = 'connect'}),
+	qr/^false could not translate host name "no-such-host.invalid" to address/,
+	'a name that does not resolve is reported');
+
 # --- the password rule on the SQL functions' paths: a replica added by a
 # non-superuser member of replicator_admin, to a destination that asks for
 # no password (trust), is refused by validate and diff as by the worker,
