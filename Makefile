@@ -28,4 +28,4 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # Every file shares these (shared memory layout above all): rebuild on change.
-$(OBJS): extension/replicator.h worker/worker.h
+$(OBJS): extension/replicator.h worker/worker.h worker/connection.h

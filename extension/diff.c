@@ -115,24 +115,37 @@ local_rows(const char *sql)
 static Rows
 remote_rows(DiffState *st, const char *sql)
 {
-	PGresult   *res = remote_exec(st->conn, sql, 0, NULL);
+	PGresult   *volatile res = replicator_remote_exec(st->conn, sql, 0, NULL);
 	Rows		r;
 
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		char	   *error = remote_error(st->conn, res);
+
+		PQclear(res);
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("diff: query failed on the destination: %s", remote_error(st->conn, res))));
-	r.n = PQntuples(res);
-	r.ncols = PQnfields(res);
-	r.cells = palloc(sizeof(char *) * Max(1, r.n * r.ncols));
-	for (int i = 0; i < r.n; i++)
-		for (int c = 0; c < r.ncols; c++)
-		{
-			r.cells[i * r.ncols + c] = PQgetisnull(res, i, c) ? NULL : pstrdup(PQgetvalue(res, i, c));
-			st->bytes_fetched += PQgetlength(res, i, c);
-		}
+				 errmsg("diff: query failed on the destination: %s", error)));
+	}
+	/* libpq's result is not palloc'd: free it if copying it fails */
+	PG_TRY();
+	{
+		r.n = PQntuples(res);
+		r.ncols = PQnfields(res);
+		r.cells = palloc(sizeof(char *) * Max(1, r.n * r.ncols));
+		for (int i = 0; i < r.n; i++)
+			for (int c = 0; c < r.ncols; c++)
+			{
+				r.cells[i * r.ncols + c] = PQgetisnull(res, i, c) ? NULL : pstrdup(PQgetvalue(res, i, c));
+				st->bytes_fetched += PQgetlength(res, i, c);
+			}
+	}
+	PG_FINALLY();
+	{
+		PQclear(res);
+	}
+	PG_END_TRY();
 	st->rows_fetched += r.n;
-	PQclear(res);
 	return r;
 }
 
@@ -366,8 +379,9 @@ replicator_diff(PG_FUNCTION_ARGS)
 		int64		src_max;
 		int64		dst_max;
 
-		conn = remote_connect(conninfo, psprintf("replicator:%s:diff", name),
-							  replicator_connect_timeout, &error);
+		conn = replicator_remote_connect(conninfo, psprintf("replicator:%s:diff", name),
+										 REPLICATOR_SESSION_QUERY, require_password,
+										 &error, NULL);
 		if (conn == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
@@ -402,8 +416,7 @@ replicator_diff(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
-		if (conn)
-			PQfinish(conn);
+		replicator_remote_close(conn);
 	}
 	PG_END_TRY();
 	SPI_finish();

@@ -77,7 +77,7 @@ static char *
 checked_conninfo_mask(const char *conninfo, const char *name)
 {
 	char	   *error = NULL;
-	char	   *masked = mask_conninfo(conninfo, &error);
+	char	   *masked = replicator_conninfo_mask(conninfo, &error);
 
 	if (masked == NULL)
 		ereport(ERROR,
@@ -253,9 +253,10 @@ validate_one(Tuplestorestate *store, TupleDesc desc, const char *name,
 
 	PG_TRY();
 	{
-		conn = remote_connect(conninfo,
-							  psprintf("replicator:%s:validate", get_database_name(MyDatabaseId)),
-							  replicator_connect_timeout, &error);
+		conn = replicator_remote_connect(conninfo,
+										 psprintf("replicator:%s:validate", get_database_name(MyDatabaseId)),
+										 REPLICATOR_SESSION_QUERY, require_password,
+										 &error, NULL);
 		checks = add_check(NIL, "connect", conn != NULL, error);
 		if (conn != NULL && require_password && !PQconnectionUsedPassword(conn))
 			checks = add_check(checks, "password", false,
@@ -265,8 +266,7 @@ validate_one(Tuplestorestate *store, TupleDesc desc, const char *name,
 	}
 	PG_FINALLY();
 	{
-		if (conn)
-			PQfinish(conn);
+		replicator_remote_close(conn);
 	}
 	PG_END_TRY();
 

@@ -84,17 +84,35 @@ local_int8(const char *sql)
 	return isnull ? 0 : DatumGetInt64(d);
 }
 
-static PGresult *
+/*
+ * The values of the one row sql returns, palloc'd: the result is cleared
+ * before anything can throw, so an error leaks nothing.
+ */
+static char **
 remote_row(PGconn *conn, const char *sql, const char *what)
 {
 	char	   *error;
-	PGresult   *res = remote_one_row(conn, sql, 0, NULL, &error, NULL);
+	PGresult   *volatile res = remote_one_row(conn, sql, 0, NULL, &error, NULL);
+	char	  **volatile row = NULL;
+	int			n;
 
 	if (res == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("restore_events: could not %s: %s", what, error)));
-	return res;
+	n = PQnfields(res);
+	PG_TRY();
+	{
+		row = palloc(sizeof(char *) * Max(n, 1));
+		for (int i = 0; i < n; i++)
+			row[i] = pstrdup(PQgetvalue(res, 0, i));
+	}
+	PG_FINALLY();
+	{
+		PQclear(res);
+	}
+	PG_END_TRY();
+	return row;
 }
 
 /* Check the remote, then COPY its events in.  Returns the rows copied. */
@@ -102,6 +120,7 @@ static int64
 restore_from(PGconn *conn, Oid nspid, int64 *remote_count)
 {
 	PGresult   *res;
+	char	  **row;
 	Relation	rel;
 	ParseState *pstate;
 	CopyFromState cstate;
@@ -121,35 +140,38 @@ restore_from(PGconn *conn, Oid nspid, int64 *remote_count)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("restore_events: the remote database is this database (%s)", identity)));
 	}
-	res = remote_row(conn, "SELECT " EVENTS_COLUMNS_SQL, "read the remote's events table");
-	if (strcmp(PQgetvalue(res, 0, 0), EVENTS_COLUMNS) != 0)
+	row = remote_row(conn, "SELECT " EVENTS_COLUMNS_SQL, "read the remote's events table");
+	if (strcmp(row[0], EVENTS_COLUMNS) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("restore_events: the remote has no events table of (" EVENTS_COLUMNS ")"),
-				 errdetail("Its events table has columns (%s).", PQgetvalue(res, 0, 0))));
-	PQclear(res);
+				 errdetail("Its events table has columns (%s).", row[0])));
 
 	/* ids exactly 1..max: as many as max(id), the least 1 */
-	res = remote_row(conn, "SELECT count(*), coalesce(max(id), 0), coalesce(min(id), 1) FROM events",
+	row = remote_row(conn, "SELECT count(*), coalesce(max(id), 0), coalesce(min(id), 1) FROM events",
 					 "count the remote's events");
-	*remote_count = strtoi64(PQgetvalue(res, 0, 0), NULL, 10);
-	if (*remote_count != strtoi64(PQgetvalue(res, 0, 1), NULL, 10))
+	*remote_count = strtoi64(row[0], NULL, 10);
+	if (*remote_count != strtoi64(row[1], NULL, 10))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("restore_events: the remote's events have gaps: %s events, max(id) %s",
-						PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1))));
-	if (strcmp(PQgetvalue(res, 0, 2), "1") != 0)
+						row[0], row[1])));
+	if (strcmp(row[2], "1") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("restore_events: the remote's ids are not exactly 1..max(id): %s events, min(id) %s, max(id) %s",
-						PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 1))));
-	PQclear(res);
+						row[0], row[2], row[1])));
 
-	res = remote_exec(conn, "COPY (SELECT id, ts, event FROM events ORDER BY id) TO STDOUT (FORMAT binary)", 0, NULL);
+	res = replicator_remote_exec(conn, "COPY (SELECT id, ts, event FROM events ORDER BY id) TO STDOUT (FORMAT binary)", 0, NULL);
 	if (res == NULL || PQresultStatus(res) != PGRES_COPY_OUT)
+	{
+		char	   *error = remote_error(conn, res);
+
+		PQclear(res);
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("restore_events: could not read the remote's events: %s", remote_error(conn, res))));
+				 errmsg("restore_events: could not read the remote's events: %s", error)));
+	}
 	PQclear(res);
 
 	rel = table_open(get_relname_relid("events", nspid), RowExclusiveLock);
@@ -188,11 +210,16 @@ restore_from(PGconn *conn, Oid nspid, int64 *remote_count)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("restore_events: the connection broke while reading events: %s", remote_error(conn, NULL))));
-	res = remote_last_result(conn);
+	res = replicator_remote_last_result(conn);
 	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+	{
+		char	   *error = remote_error(conn, res);
+
+		PQclear(res);
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("restore_events: reading the remote's events failed: %s", remote_error(conn, res))));
+				 errmsg("restore_events: reading the remote's events failed: %s", error)));
+	}
 	PQclear(res);
 	return copied;
 }
@@ -268,16 +295,21 @@ replicator_restore_events(PG_FUNCTION_ARGS)
 
 	PG_TRY();
 	{
-		conn = remote_connect(conninfo, "replicator:restore_events", replicator_connect_timeout, &error);
+		bool		transient;
+
+		/* the caller's own arguments: their password, unless a superuser */
+		conn = replicator_remote_connect(conninfo, "replicator:restore_events",
+										 REPLICATOR_SESSION_QUERY, !superuser(),
+										 &error, &transient);
+		if (conn == NULL && !transient)
+			ereport(ERROR,
+					(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
+					 errmsg("password is required"),
+					 errdetail("restore_events: %s.", error)));
 		if (conn == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
 					 errmsg("restore_events: could not connect: %s", error)));
-		if (!superuser() && !PQconnectionUsedPassword(conn))
-			ereport(ERROR,
-					(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
-					 errmsg("password is required"),
-					 errdetail("The remote server did not ask for the password.")));
 
 		restored = restore_from(conn, nspid, &remote_count);
 
@@ -316,8 +348,7 @@ replicator_restore_events(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
-		if (conn)
-			PQfinish(conn);
+		replicator_remote_close(conn);
 	}
 	PG_END_TRY();
 

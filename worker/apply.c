@@ -110,32 +110,6 @@ static const char *const insert_statements[] = {
 	" INSERT INTO events (id, ts, event) VALUES ($1, $2, $3)",
 };
 
-/*
- * The settings of a session of ours, first thing after connecting.  NULL or
- * the error.
- *
- * synchronous_commit may be off (the default, as for logical replication's
- * apply): the position is the destination's own max(id), in the same WAL as
- * the rows, so what a crash loses is sent again.  No statement or
- * idle-in-transaction timeout, as none applies to logical replication's
- * apply: one set for the destination's users would abort a large batch, or
- * one waiting its turn to commit, at every try, and streaming would never
- * get past it.  The worker stays interruptible without them.
- */
-char *
-apply_session_settings(PGconn *conn)
-{
-	const char *values[1] = {replicator_destination_synchronous_commit};
-
-	return remote_expect(conn,
-						 remote_exec(conn,
-									 "SELECT pg_catalog.set_config('synchronous_commit', $1, false),"
-									 " pg_catalog.set_config('statement_timeout', '0', false),"
-									 " pg_catalog.set_config('idle_in_transaction_session_timeout', '0', false)",
-									 1, values),
-						 PGRES_TUPLES_OK);
-}
-
 /* The prepared INSERTs.  NULL or the error. */
 static char *
 prepare_inserts(PGconn *conn)
@@ -143,7 +117,7 @@ prepare_inserts(PGconn *conn)
 	char	   *error = NULL;
 
 	for (size_t i = 0; error == NULL && i < lengthof(insert_statements); i++)
-		error = remote_expect(conn, remote_exec(conn, insert_statements[i], 0, NULL),
+		error = remote_expect(conn, replicator_remote_exec(conn, insert_statements[i], 0, NULL),
 							  PGRES_COMMAND_OK);
 	return error;
 }
@@ -153,9 +127,11 @@ prepare_inserts(PGconn *conn)
  * reach the same database of the same server as the first.
  */
 static PGconn *
-add_session(const char *conninfo, const char *appname, const char *identity, char **error)
+add_session(const char *conninfo, const char *appname, bool require_password,
+			const char *identity, char **error)
 {
-	PGconn	   *conn = remote_connect(conninfo, appname, replicator_connect_timeout, error);
+	PGconn	   *conn = replicator_remote_connect(conninfo, appname, REPLICATOR_SESSION_APPLY,
+												 require_password, error, NULL);
 	char	   *other;
 
 	if (conn == NULL)
@@ -164,25 +140,24 @@ add_session(const char *conninfo, const char *appname, const char *identity, cha
 	if (other != NULL && strcmp(other, identity) != 0)
 		*error = psprintf("it reached %s, not %s", other, identity);
 	if (other == NULL || strcmp(other, identity) != 0 ||
-		(*error = apply_session_settings(conn)) != NULL ||
 		(*error = prepare_inserts(conn)) != NULL)
 	{
-		PQfinish(conn);
+		replicator_remote_close(conn);
 		return NULL;
 	}
 	return conn;
 }
 
 /*
- * Open the set on a connection already validated (whose server identity is
- * given) and given apply_session_settings(), adding sessions up to
+ * Open the set on a connection of replicator_remote_connect() already
+ * validated (whose server identity is given), adding sessions up to
  * nsessions.  Takes ownership of first: on failure it is closed and *error
  * set.  Added sessions are a bonus: one that cannot be had (too many
  * connections there, say) is logged, and the set works with fewer.
  */
 ApplySet *
 apply_open(PGconn *first, const char *conninfo, const char *appname,
-		   const char *identity, int nsessions, int64 position,
+		   bool require_password, const char *identity, int nsessions, int64 position,
 		   ApplyCommitted on_commit, char **error)
 {
 	ApplySet   *set = palloc0(sizeof(ApplySet));
@@ -206,7 +181,7 @@ apply_open(PGconn *first, const char *conninfo, const char *appname,
 	while (set->nsessions < nsessions)
 	{
 		char	   *why;
-		PGconn	   *conn = add_session(conninfo, appname, identity, &why);
+		PGconn	   *conn = add_session(conninfo, appname, require_password, identity, &why);
 
 		if (conn == NULL)
 		{
@@ -234,7 +209,7 @@ void
 apply_close(ApplySet *set)
 {
 	for (int i = 0; i < set->nsessions; i++)
-		PQfinish(set->sessions[i].conn);
+		replicator_remote_close(set->sessions[i].conn);
 	if (set->waitset)
 		FreeWaitEventSet(set->waitset);
 	set->waitset = NULL;
@@ -522,7 +497,7 @@ apply_send(ApplySet *set, const Batch *batch)
 	else
 	{
 		char	   *error = remote_expect(s->conn,
-										  remote_exec(s->conn, autocommit ? COPY_SQL : "BEGIN; " COPY_SQL, 0, NULL),
+										  replicator_remote_exec(s->conn, autocommit ? COPY_SQL : "BEGIN; " COPY_SQL, 0, NULL),
 										  PGRES_COPY_IN);
 
 		if (error)

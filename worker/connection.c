@@ -13,14 +13,19 @@
  */
 #include "postgres.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
+
 #include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/fd.h"
 #include "storage/latch.h"
 #include "utils/timestamp.h"
 
 #include "replicator.h"
-#include "worker.h"
+#include "connection.h"
 
 /*
  * Wait until the socket is ready for what libpq wants, the latch is set, or
@@ -50,27 +55,326 @@ wait_socket(PGconn *conn, int events, TimestampTz deadline)
 }
 
 /*
- * Connect within timeout_ms.  The user's conninfo overrides our keepalive
- * defaults; application_name is always ours.  On failure returns NULL and
- * sets *error.
+ * Append one switch to a libpq "options" value: the server splits it at
+ * whitespace, and a backslash takes the next character literally.
  */
-PGconn *
-remote_connect(const char *conninfo, const char *appname, int timeout_ms, char **error)
+static void
+options_append(StringInfo buf, const char *name, const char *value)
 {
-	const char *keywords[] = {"keepalives", "keepalives_idle", "keepalives_interval",
-	"keepalives_count", "dbname", "application_name", NULL};
-	const char *values[] = {"1", "10", "5", "3", conninfo, appname, NULL};
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	if (buf->len > 0)
+		appendStringInfoChar(buf, ' ');
+	appendStringInfo(buf, "-c %s=", name);
+	for (const char *p = value; *p; p++)
+	{
+		if (*p == '\\' || isspace((unsigned char) *p))
+			appendStringInfoChar(buf, '\\');
+		appendStringInfoChar(buf, *p);
+	}
+}
+
+/*
+ * The "options" our sessions start with: the user's own first (from the
+ * connection string, else PGOPTIONS, as libpq would), then ours, which win.
+ * The settings hold before the first statement: a role's 1 ms
+ * statement_timeout cannot cancel the statement meant to turn it off.
+ *
+ * No statement, idle or idle-in-transaction timeout, as none applies to
+ * logical replication's apply: one set for the destination's users would
+ * abort a large batch, or one waiting its turn to commit, at every try, and
+ * streaming would never get past it.  Our processes stay interruptible
+ * without them.  synchronous_commit may be off for apply sessions (the
+ * default, as for logical replication's apply): the position is the
+ * destination's own max(id), in the same WAL as the rows, so what a crash
+ * loses is sent again.
+ */
+static char *
+session_options(PQconninfoOption *opts, ReplicatorSessionKind kind)
+{
+	StringInfoData buf;
+	const char *theirs = NULL;
+
+	for (PQconninfoOption *opt = opts; opt->keyword != NULL; opt++)
+		if (strcmp(opt->keyword, "options") == 0 && opt->val != NULL)
+			theirs = opt->val;
+	if (theirs == NULL)
+		theirs = getenv("PGOPTIONS");
+
+	initStringInfo(&buf);
+	if (theirs != NULL)
+		appendStringInfoString(&buf, theirs);
+	options_append(&buf, "statement_timeout", "0");
+	options_append(&buf, "idle_in_transaction_session_timeout", "0");
+	options_append(&buf, "idle_session_timeout", "0");
+	if (kind == REPLICATOR_SESSION_APPLY)
+		options_append(&buf, "synchronous_commit", replicator_destination_synchronous_commit);
+	return buf.data;
+}
+
+/*
+ * Host names are resolved here, not by libpq: libpq resolves them
+ * synchronously inside PQconnectPoll, where neither connect_timeout nor a
+ * cancel can reach a slow DNS server.  glibc's getaddrinfo_a() resolves in
+ * a helper thread (with every signal blocked) while we wait on the latch;
+ * libpq then gets each address as hostaddr beside its host name, which it
+ * still uses for SSL, Kerberos and .pgpass.
+ */
+#define MAX_ADDRESSES	32
+
+/* Split a libpq list ("a,b,c") into a List of palloc'd strings. */
+static List *
+split_list(const char *value)
+{
+	List	   *items = NIL;
+	const char *p = value;
+
+	for (;;)
+	{
+		const char *comma = strchr(p, ',');
+
+		if (comma == NULL)
+		{
+			items = lappend(items, pstrdup(p));
+			return items;
+		}
+		items = lappend(items, pnstrdup(p, comma - p));
+		p = comma + 1;
+	}
+}
+
+static const char *
+option_value(PQconninfoOption *opts, const char *keyword)
+{
+	for (PQconninfoOption *opt = opts; opt->keyword != NULL; opt++)
+		if (strcmp(opt->keyword, keyword) == 0)
+			return opt->val;
+	return NULL;
+}
+
+/* libpq's own test: a directory or an abstract socket name */
+static bool
+is_socket_path(const char *host)
+{
+	return host[0] == '/' || host[0] == '@';
+}
+
+/*
+ * Cancel what is still running and free what can be freed.  A lookup that
+ * cannot be cancelled any more keeps its (malloc'd) request: the helper
+ * thread still writes into it.
+ */
+static void
+release_lookups(struct gaicb **reqs, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		struct gaicb *req = reqs[i];
+
+		if (req == NULL)
+			continue;
+		if (gai_error(req) == EAI_INPROGRESS && gai_cancel(req) == EAI_NOTCANCELED)
+			continue;
+		if (req->ar_result)
+			freeaddrinfo(req->ar_result);
+		free((void *) req->ar_name);
+		free((void *) req->ar_request);
+		free(req);
+		reqs[i] = NULL;
+	}
+}
+
+/* Wait for every lookup, or the deadline (false). */
+static bool
+wait_lookups(struct gaicb **reqs, int n, TimestampTz deadline)
+{
+	for (;;)
+	{
+		bool		busy = false;
+		long		timeout;
+
+		for (int i = 0; i < n; i++)
+			if (reqs[i] && gai_error(reqs[i]) == EAI_INPROGRESS)
+				busy = true;
+		if (!busy)
+			return true;
+		timeout = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (timeout <= 0)
+			return false;
+		/* glibc could signal completion, but only by a signal or a thread */
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(timeout, 10), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * Resolve the host names of the connection options before the deadline.
+ * Sets *host, *hostaddr and *port (or NULL: leave the user's) to lists of
+ * one entry per address; a unix socket stays as it is.  Nothing to do when
+ * the user gave hostaddr or no host (libpq's defaults: PGHOST, a service
+ * file or the local socket are left to libpq).  False and *error if no
+ * name resolved, or not in time.
+ */
+static bool
+resolve_hosts(PQconninfoOption *opts, TimestampTz deadline,
+			  char **host, char **hostaddr, char **port, char **error)
+{
+	const char *hostval = option_value(opts, "host");
+	const char *addrval = option_value(opts, "hostaddr");
+	const char *portval = option_value(opts, "port");
+	List	   *hosts;
+	List	   *volatile ports = NIL;
+	struct gaicb *volatile *reqs;
+	StringInfoData hbuf,
+				abuf,
+				pbuf;
+	int			nhosts;
+	volatile int naddrs = 0;
+	char	   *volatile failure = NULL;
+	bool		in_time = false;
+
+	*host = *hostaddr = *port = NULL;
+	if (hostval == NULL || hostval[0] == '\0' || (addrval != NULL && addrval[0] != '\0'))
+		return true;
+	hosts = split_list(hostval);
+	nhosts = list_length(hosts);
+	if (portval != NULL && portval[0] != '\0')
+	{
+		ports = split_list(portval);
+		if (list_length(ports) != 1 && list_length(ports) != nhosts)
+			return true;		/* libpq reports the mismatch */
+	}
+
+	reqs = palloc0(sizeof(struct gaicb *) * nhosts);
+	PG_TRY();
+	{
+		struct gaicb *batch[MAX_ADDRESSES];
+		int			nbatch = 0;
+
+		for (int i = 0; i < nhosts; i++)
+		{
+			const char *name = list_nth(hosts, i);
+			struct gaicb *req;
+			struct addrinfo *hints;
+
+			if (name[0] == '\0' || is_socket_path(name) || nbatch == MAX_ADDRESSES)
+				continue;
+			/* malloc: a lookup that cannot be cancelled outlives this call */
+			req = calloc(1, sizeof(struct gaicb));
+			hints = calloc(1, sizeof(struct addrinfo));
+			if (req == NULL || hints == NULL || (req->ar_name = strdup(name)) == NULL)
+			{
+				free(req);
+				free(hints);
+				ereport(ERROR,
+						(errcode(ERRCODE_OUT_OF_MEMORY),
+						 errmsg("out of memory")));
+			}
+			hints->ai_family = AF_UNSPEC;
+			hints->ai_socktype = SOCK_STREAM;
+			req->ar_request = hints;
+			reqs[i] = req;
+			batch[nbatch++] = req;
+		}
+		if (nbatch > 0)
+		{
+			int			rc = getaddrinfo_a(GAI_NOWAIT, batch, nbatch, NULL);
+
+			if (rc != 0 && rc != EAI_SYSTEM)
+				failure = psprintf("could not resolve host names: %s", gai_strerror(rc));
+			else
+				in_time = wait_lookups((struct gaicb **) reqs, nhosts, deadline);
+		}
+		else
+			in_time = true;
+
+		if (failure == NULL && !in_time)
+		{
+			for (int i = 0; i < nhosts && failure == NULL; i++)
+				if (reqs[i] && gai_error(reqs[i]) == EAI_INPROGRESS)
+					failure = psprintf("could not resolve host name \"%s\" within connect_timeout (%d ms)",
+									   (char *) list_nth(hosts, i), replicator_connect_timeout);
+		}
+
+		initStringInfo(&hbuf);
+		initStringInfo(&abuf);
+		initStringInfo(&pbuf);
+		for (int i = 0; i < nhosts && failure == NULL; i++)
+		{
+			const char *name = list_nth(hosts, i);
+			const char *p = ports == NIL ? NULL : list_nth(ports, list_length(ports) == 1 ? 0 : i);
+			int			rc;
+
+			if (reqs[i] == NULL)
+			{
+				/* a socket, the default, or past MAX_ADDRESSES: libpq's */
+				appendStringInfo(&hbuf, "%s%s", naddrs ? "," : "", name);
+				appendStringInfo(&abuf, "%s", naddrs ? "," : "");
+				appendStringInfo(&pbuf, "%s%s", naddrs ? "," : "", p ? p : "");
+				naddrs++;
+				continue;
+			}
+			rc = gai_error(reqs[i]);
+			if (rc != 0)
+			{
+				/* as libpq: try the other hosts; fail if none is left */
+				if (failure == NULL && i == nhosts - 1 && naddrs == 0)
+					failure = psprintf("could not translate host name \"%s\" to address: %s",
+									   name, gai_strerror(rc));
+				continue;
+			}
+			for (struct addrinfo *ai = reqs[i]->ar_result; ai && naddrs < MAX_ADDRESSES; ai = ai->ai_next)
+			{
+				char		addr[NI_MAXHOST];
+
+				if (getnameinfo(ai->ai_addr, ai->ai_addrlen, addr, sizeof(addr),
+								NULL, 0, NI_NUMERICHOST) != 0)
+					continue;
+				appendStringInfo(&hbuf, "%s%s", naddrs ? "," : "", name);
+				appendStringInfo(&abuf, "%s%s", naddrs ? "," : "", addr);
+				appendStringInfo(&pbuf, "%s%s", naddrs ? "," : "", p ? p : "");
+				naddrs++;
+			}
+			if (failure == NULL && i == nhosts - 1 && naddrs == 0)
+				failure = psprintf("could not translate host name \"%s\" to address: no address", name);
+		}
+	}
+	PG_FINALLY();
+	{
+		release_lookups((struct gaicb **) reqs, nhosts);
+	}
+	PG_END_TRY();
+
+	if (failure)
+	{
+		*error = failure;
+		return false;
+	}
+	*host = hbuf.data;
+	*hostaddr = abuf.data;
+	/* no port given: libpq's default applies to every entry */
+	*port = ports == NIL ? NULL : pbuf.data;
+	return true;
+}
+
+/*
+ * Start connecting and poll until connected, failed, or past the deadline.
+ * *connp is set as soon as libpq has a connection object, so that the
+ * caller can close it when an interrupt throws from a wait.  NULL and
+ * *error on failure (the connection is left for the caller to close).
+ */
+static PGconn *
+connect_poll(PGconn *volatile *connp, const char *const *keywords,
+			 const char *const *values, TimestampTz deadline, char **error)
+{
 	PGconn	   *conn;
 
-	*error = NULL;
-	conn = PQconnectStartParams(keywords, values, 1);
+	conn = *connp = PQconnectStartParams(keywords, values, 1);
 	if (conn == NULL)
 	{
 		*error = pstrdup("out of memory");
 		return NULL;
 	}
-
 	for (;;)
 	{
 		PostgresPollingStatusType status;
@@ -89,14 +393,144 @@ remote_connect(const char *conninfo, const char *appname, int timeout_ms, char *
 		if (!wait_socket(conn, status == PGRES_POLLING_READING ?
 						 WL_SOCKET_READABLE : WL_SOCKET_WRITEABLE, deadline))
 		{
-			*error = psprintf("could not connect within connect_timeout (%d ms)", timeout_ms);
-			PQfinish(conn);
+			*error = psprintf("could not connect within connect_timeout (%d ms)",
+							  replicator_connect_timeout);
 			return NULL;
 		}
 	}
 	*error = remote_error(conn, NULL);
-	PQfinish(conn);
 	return NULL;
+}
+
+/*
+ * The one way to reach a remote server, for the workers and the SQL
+ * functions alike: connect within replicator.connect_timeout with the
+ * session settings in the startup packet, and, if require_password, refuse
+ * a server that did not ask for the password (so that nobody borrows the
+ * server's own credentials: .pgpass, peer or trust authentication).  The
+ * user's conninfo overrides our keepalive defaults; application_name is
+ * always ours.
+ *
+ * Each connection counts as an external file descriptor (as postgres_fdw's
+ * do) until replicator_remote_close().  An interrupt or error while
+ * connecting closes it before propagating, so a cancelled SQL function
+ * leaves no socket behind.
+ *
+ * On failure returns NULL with *error set (never the password) and, if
+ * transient is given, whether trying again later may help: everything but
+ * the password rule.
+ */
+PGconn *
+replicator_remote_connect(const char *conninfo, const char *appname,
+						  ReplicatorSessionKind kind, bool require_password,
+						  char **error, bool *transient)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   replicator_connect_timeout);
+	PQconninfoOption *opts;
+	const char *keywords[16];
+	const char *values[16];
+	int			n = 0;
+	PGconn	   *volatile conn = NULL;
+	PGconn	   *result = NULL;
+	char	   *host;
+	char	   *hostaddr;
+	char	   *port;
+
+	*error = NULL;
+	if (transient)
+		*transient = true;
+
+	opts = PQconninfoParse(conninfo, NULL);
+	if (opts == NULL)
+	{
+		/* libpq's message could quote a piece of a password */
+		*error = pstrdup("invalid connection string");
+		if (transient)
+			*transient = false;
+		return NULL;
+	}
+	keywords[n] = "keepalives";
+	values[n++] = "1";
+	keywords[n] = "keepalives_idle";
+	values[n++] = "10";
+	keywords[n] = "keepalives_interval";
+	values[n++] = "5";
+	keywords[n] = "keepalives_count";
+	values[n++] = "3";
+	keywords[n] = "dbname";
+	values[n++] = conninfo;
+	/* after dbname, which expands conninfo: these override the user's */
+	keywords[n] = "options";
+	values[n++] = session_options(opts, kind);
+	keywords[n] = "application_name";
+	values[n++] = appname;
+	if (!resolve_hosts(opts, deadline, &host, &hostaddr, &port, error))
+	{
+		PQconninfoFree(opts);
+		return NULL;
+	}
+	if (host)
+	{
+		keywords[n] = "host";
+		values[n++] = host;
+		keywords[n] = "hostaddr";
+		values[n++] = hostaddr;
+	}
+	if (port)
+	{
+		keywords[n] = "port";
+		values[n++] = port;
+	}
+	keywords[n] = NULL;
+	values[n] = NULL;
+	PQconninfoFree(opts);
+
+	if (!AcquireExternalFD())
+	{
+		*error = psprintf("could not connect: no file descriptor available (max_files_per_process is %d); try again later",
+						  max_files_per_process);
+		return NULL;
+	}
+	PG_TRY();
+	{
+		result = connect_poll(&conn, keywords, values, deadline, error);
+	}
+	PG_CATCH();
+	{
+		if (conn)
+			PQfinish(conn);
+		ReleaseExternalFD();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	if (result == NULL)
+	{
+		if (conn)
+			PQfinish(conn);
+		ReleaseExternalFD();
+		return NULL;
+	}
+	if (require_password && !PQconnectionUsedPassword(result))
+	{
+		replicator_remote_close(result);
+		*error = pstrdup("password required: the connection was made for a non-superuser, and the server did not ask for its password");
+		if (transient)
+			*transient = false;
+		return NULL;
+	}
+	return result;
+}
+
+/* Close a connection of replicator_remote_connect() (NULL: none). */
+void
+replicator_remote_close(PGconn *conn)
+{
+	if (conn == NULL)
+		return;
+	PQfinish(conn);
+	ReleaseExternalFD();
 }
 
 /* Send what libpq has buffered, waiting as needed.  False if broken. */
@@ -136,33 +570,39 @@ next_result(PGconn *conn, bool *broken)
 }
 
 /*
- * Run sql (with text parameters) and return its last result, or NULL if the
- * connection broke.  The caller checks the status and clears the result.
- * A COPY IN result is returned at once, for the caller to feed.
+ * Collect the results of the command under way and return the last, or
+ * NULL if the connection broke; with stop_at_copy, a COPY result at once.
+ * An interrupt while waiting frees what was collected before propagating.
  */
-PGresult *
-remote_exec(PGconn *conn, const char *sql, int nparams, const char *const *values)
+static PGresult *
+collect_results(PGconn *conn, bool stop_at_copy)
 {
-	PGresult   *last = NULL;
-	PGresult   *res;
-	bool		broken;
+	PGresult   *volatile last = NULL;
+	bool		broken = false;
 
-	if (nparams > 0 ? !PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0)
-		: !PQsendQuery(conn, sql))
-		return NULL;
-	if (!flush_output(conn))
-		return NULL;
-
-	while ((res = next_result(conn, &broken)) != NULL)
+	PG_TRY();
 	{
-		ExecStatusType status = PQresultStatus(res);
+		PGresult   *res;
 
+		while ((res = next_result(conn, &broken)) != NULL)
+		{
+			ExecStatusType status = PQresultStatus(res);
+
+			if (last)
+				PQclear(last);
+			last = res;
+			if (stop_at_copy &&
+				(status == PGRES_COPY_IN || status == PGRES_COPY_OUT || status == PGRES_COPY_BOTH))
+				break;
+		}
+	}
+	PG_CATCH();
+	{
 		if (last)
 			PQclear(last);
-		last = res;
-		if (status == PGRES_COPY_IN || status == PGRES_COPY_OUT || status == PGRES_COPY_BOTH)
-			return last;
+		PG_RE_THROW();
 	}
+	PG_END_TRY();
 	if (broken)
 	{
 		if (last)
@@ -173,29 +613,29 @@ remote_exec(PGconn *conn, const char *sql, int nparams, const char *const *value
 }
 
 /*
+ * Run sql (with text parameters) and return its last result, or NULL if the
+ * connection broke.  The caller checks the status and clears the result.
+ * A COPY IN result is returned at once, for the caller to feed.
+ */
+PGresult *
+replicator_remote_exec(PGconn *conn, const char *sql, int nparams, const char *const *values)
+{
+	if (nparams > 0 ? !PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0)
+		: !PQsendQuery(conn, sql))
+		return NULL;
+	if (!flush_output(conn))
+		return NULL;
+	return collect_results(conn, true);
+}
+
+/*
  * The last result of the command under way (after COPY data, its final
  * status), or NULL if the connection broke.
  */
 PGresult *
-remote_last_result(PGconn *conn)
+replicator_remote_last_result(PGconn *conn)
 {
-	PGresult   *last = NULL;
-	PGresult   *res;
-	bool		broken;
-
-	while ((res = next_result(conn, &broken)) != NULL)
-	{
-		if (last)
-			PQclear(last);
-		last = res;
-	}
-	if (broken)
-	{
-		if (last)
-			PQclear(last);
-		return NULL;
-	}
-	return last;
+	return collect_results(conn, false);
 }
 
 /*
@@ -206,7 +646,7 @@ PGresult *
 remote_one_row(PGconn *conn, const char *sql, int nparams, const char *const *values,
 			   char **error, bool *transient)
 {
-	PGresult   *res = remote_exec(conn, sql, nparams, values);
+	PGresult   *res = replicator_remote_exec(conn, sql, nparams, values);
 
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
 	{
@@ -308,14 +748,16 @@ conninfo_append(StringInfo buf, const char *keyword, const char *value)
 }
 
 /*
- * conninfo as key=value pairs with any password replaced by ********.
- * NULL and *error set if libpq cannot parse it.
+ * conninfo as key=value pairs with every secret replaced by ********: each
+ * option libpq itself marks as one to hide (dispchar "*": password,
+ * sslpassword, and any a later libpq adds).  NULL and *error set if libpq
+ * cannot parse it.
  */
 char *
-mask_conninfo(const char *conninfo, char **error)
+replicator_conninfo_mask(const char *conninfo, char **error)
 {
 	PQconninfoOption *opts;
-	PQconninfoOption *opt;
+	PQconninfoOption *defaults;
 	char	   *errmsg = NULL;
 	StringInfoData buf;
 
@@ -329,17 +771,29 @@ mask_conninfo(const char *conninfo, char **error)
 			(*error)[strlen(*error) - 1] = '\0';
 		return NULL;
 	}
+	defaults = PQconndefaults();
+	if (defaults == NULL)
+	{
+		PQconninfoFree(opts);
+		*error = pstrdup("out of memory");
+		return NULL;
+	}
 	initStringInfo(&buf);
-	for (opt = opts; opt->keyword != NULL; opt++)
+	for (PQconninfoOption *opt = opts; opt->keyword != NULL; opt++)
 	{
 		const char *val = opt->val;
+		bool		secret = strcmp(opt->keyword, "password") == 0;
 
 		if (val == NULL || *val == '\0')
 			continue;
-		if (strcmp(opt->keyword, "password") == 0)
+		for (PQconninfoOption *d = defaults; d->keyword != NULL; d++)
+			if (strcmp(d->keyword, opt->keyword) == 0 && strchr(d->dispchar, '*') != NULL)
+				secret = true;
+		if (secret)
 			val = "********";
 		conninfo_append(&buf, opt->keyword, val);
 	}
+	PQconninfoFree(defaults);
 	PQconninfoFree(opts);
 	return buf.data;
 }

@@ -422,7 +422,7 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 		PQclear(res);
 		if (!create_table)
 			return add_check(checks, "events table", false, pstrdup("the destination has no events table yet; it is created on first connection"));
-		res = remote_exec(conn, create_events_sql, 0, NULL);
+		res = replicator_remote_exec(conn, create_events_sql, 0, NULL);
 		if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
 		{
 			checks = add_failed_query(checks, "events table",

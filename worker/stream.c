@@ -768,21 +768,12 @@ replicator_stream_main(Datum arg)
 			stop_streaming("replica dropped, paused or invalid, or extension dropped");
 
 		report(REPLICA_CONNECTING);
-		conn = remote_connect(config.conninfo, appname, replicator_connect_timeout, &error);
+		conn = replicator_remote_connect(config.conninfo, appname, REPLICATOR_SESSION_APPLY,
+										 config.require_password, &error, &transient);
 		if (conn == NULL)
 		{
-			report_error(error);
-			backoff(attempt++);
-			continue;
-		}
-		if (config.require_password && !PQconnectionUsedPassword(conn))
-		{
-			PQfinish(conn);
-			mark_invalid("password required: " REPLICATOR_PASSWORD_REQUIRED);
-		}
-		if ((error = apply_session_settings(conn)) != NULL)
-		{
-			PQfinish(conn);
+			if (!transient)
+				mark_invalid(error);
 			report_error(error);
 			backoff(attempt++);
 			continue;
@@ -809,7 +800,7 @@ replicator_stream_main(Datum arg)
 							(errmsg("replicator: destination \"%s\": %s: %s",
 									replica, c->check, c->contents)));
 			}
-			PQfinish(conn);
+			replicator_remote_close(conn);
 			mark_invalid(error);
 		}
 		if (error == NULL)
@@ -825,7 +816,8 @@ replicator_stream_main(Datum arg)
 			slot->last_contact = GetCurrentTimestamp();
 			LWLockRelease(ReplicatorState->lock);
 			attempt = 0;
-			apply = apply_open(conn, config.conninfo, appname, info.identity,
+			apply = apply_open(conn, config.conninfo, appname,
+							   config.require_password, info.identity,
 							   replicator_destination_sessions, info.max_id,
 							   batch_committed, &error);
 			if (apply != NULL)
@@ -840,7 +832,7 @@ replicator_stream_main(Datum arg)
 			}
 			conn = NULL;
 		}
-		PQfinish(conn);			/* NULL if the apply set had it */
+		replicator_remote_close(conn);	/* NULL if the apply set had it */
 		report_error(error);
 		backoff(attempt++);
 	}

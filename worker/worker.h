@@ -19,6 +19,7 @@
 #include "storage/lwlock.h"
 
 #include "replicator.h"
+#include "connection.h"
 
 #define REPLICATOR_MAX_REPLICAS		64
 #define REPLICA_NAME_LEN			64
@@ -125,9 +126,9 @@ typedef struct Batch
 typedef struct ApplySet ApplySet;
 typedef void (*ApplyCommitted) (int64 last_id, int count, int64 bytes);
 
-extern char *apply_session_settings(PGconn *conn);
 extern ApplySet *apply_open(PGconn *first, const char *conninfo, const char *appname,
-							const char *identity, int nsessions, int64 position,
+							bool require_password, const char *identity,
+							int nsessions, int64 position,
 							ApplyCommitted on_commit, char **error);
 extern void apply_close(ApplySet *set);
 extern bool apply_idle(ApplySet *set);
@@ -137,23 +138,6 @@ extern bool apply_can_take(ApplySet *set, const Batch *batch);
 extern char *apply_send(ApplySet *set, const Batch *batch);
 extern void apply_poll(ApplySet *set);
 extern char *apply_wait(ApplySet *set, bool *woken);
-
-/* connection.c: non-blocking libpq, waiting on the latch and the socket */
-extern PGconn *remote_connect(const char *conninfo, const char *appname,
-							  int timeout_ms, char **error);
-extern PGresult *remote_exec(PGconn *conn, const char *sql, int nparams,
-							 const char *const *values);
-extern int	remote_get_copy(PGconn *conn, char **buf);
-extern PGresult *remote_last_result(PGconn *conn);
-extern PGresult *remote_one_row(PGconn *conn, const char *sql, int nparams,
-								const char *const *values, char **error,
-								bool *transient);
-extern bool remote_error_transient(const PGresult *res);
-extern void conninfo_append(StringInfo buf, const char *keyword, const char *value);
-extern char *remote_error(PGconn *conn, PGresult *res);
-extern char *remote_expect(PGconn *conn, PGresult *res, ExecStatusType expected);
-extern char *mask_conninfo(const char *conninfo, char **error);
-extern char *conninfo_password(const char *conninfo);
 
 /* destination.c: slate's start-up checks */
 typedef struct DestinationCheck
