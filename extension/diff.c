@@ -386,11 +386,6 @@ replicator_diff(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
 					 errmsg("diff: could not connect to replica \"%s\": %s", name, error)));
-		if (require_password && !PQconnectionUsedPassword(conn))
-			ereport(ERROR,
-					(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
-					 errmsg("password is required"),
-					 errdetail("%s.", REPLICATOR_PASSWORD_REQUIRED)));
 		st.conn = conn;
 
 		/* counts and max ids first, as slate's eventsDiff does */

@@ -43,9 +43,6 @@ extern int	replicator_spi_execute_as_owner(const char *sql, int nargs, Oid *type
 											bool read_only);
 extern bool replicator_replica_requires_password(const char *changed_by);
 
-#define REPLICATOR_PASSWORD_REQUIRED \
-	"the destination did not ask for the password, and the replica was added or last changed by a role that is not a superuser (replica_status.changed_by)"
-
 /* utility_hook.c */
 extern void replicator_install_utility_hook(void);
 

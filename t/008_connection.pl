@@ -24,7 +24,7 @@ $source->safe_psql(
 DO $$
 BEGIN
 	FOR c IN 1 .. 10 LOOP
-		PERFORM insert_events(ARRAY(SELECT jsonb_build_object('call', c, 'k', k, 'pad', repeat('x', 200))
+		PERFORM insert_events_array(ARRAY(SELECT jsonb_build_object('call', c, 'k', k, 'pad', repeat('x', 200))
 		                            FROM generate_series(1, 500) k));
 	END LOOP;
 END $$});
