@@ -101,13 +101,15 @@ _PG_init(void)
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 
-	DefineCustomIntVariable("replicator.max_databases",
-							"Databases with the extension that the launcher serves at once.",
-							"Databases without the extension take no entry once scanned.",
-							&replicator_max_databases,
-							64, 1, 65536,
-							PGC_POSTMASTER, 0,
-							NULL, NULL, NULL);
+	/* shared memory is sized by it: only while the postmaster loads us */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("replicator.max_databases",
+								"Databases with the extension that the launcher serves at once.",
+								"Databases without the extension take no entry once scanned.",
+								&replicator_max_databases,
+								64, 1, 65536,
+								PGC_POSTMASTER, 0,
+								NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("replicator");
 
