@@ -27,5 +27,5 @@ EXTRA_CLEAN = tmp_check_regress
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# Every file shares these (shared memory layout above all): rebuild on change.
-$(OBJS): extension/replicator.h worker/worker.h worker/connection.h
+# A header change rebuilds every object (shared memory layout above all).
+$(OBJS): $(wildcard extension/*.h worker/*.h)

@@ -26,8 +26,8 @@
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
-#include "replicator.h"
-#include "worker.h"
+#include "catalog.h"
+#include "connection.h"
 
 #define BUCKETS		16
 #define LEAF_IDS	256
@@ -120,7 +120,7 @@ remote_rows(DiffState *st, const char *sql)
 
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
-		char	   *error = remote_error(st->conn, res);
+		char	   *error = replicator_remote_error(st->conn, res);
 
 		PQclear(res);
 		ereport(ERROR,

@@ -38,7 +38,9 @@
 #include "utils/timestamp.h"
 
 #include "dump_restore.h"
-#include "replicator.h"
+#include "notify.h"
+#include "shmem.h"
+#include "write_guard.h"
 
 /* The restore COPY under way: its table, and the (sub)transaction it runs in. */
 static Oid	restore_relid = InvalidOid;

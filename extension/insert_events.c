@@ -33,7 +33,8 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "replicator.h"
+#include "shmem.h"
+#include "write_guard.h"
 
 /* Saved plans, for the schema the extension was created in. */
 typedef struct InsertPlans

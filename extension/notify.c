@@ -24,7 +24,7 @@
 #include "utils/jsonb.h"
 #include "utils/rel.h"
 
-#include "replicator.h"
+#include "notify.h"
 
 /* async.c's limit: the payload must be shorter than this. */
 #define NOTIFY_PAYLOAD_MAX_LENGTH	(BLCKSZ - NAMEDATALEN - 128)

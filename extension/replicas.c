@@ -25,9 +25,11 @@
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
+#include "catalog.h"
+#include "connection.h"
+#include "destination.h"
 #include "dump_restore.h"
-#include "replicator.h"
-#include "worker.h"
+#include "shmem.h"
 
 #define REPLICA_NAME_PATTERN_HINT "A replica name is 1 to 48 letters, digits, '_', '.' or '-'."
 
@@ -144,7 +146,7 @@ replicator_add_replica(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid role \"%s\" for replica \"%s\"", role, name),
 				 errhint("The role is 'master' or 'slave'.")));
-	if (!superuser() && conninfo_password(conninfo) == NULL)
+	if (!superuser() && replicator_conninfo_password(conninfo) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
 				 errmsg("password is required"),
@@ -248,7 +250,7 @@ validate_one(Tuplestorestate *store, TupleDesc desc, const char *name,
 	/* the facts outlive SPI: allocate them in the caller's context */
 	SPI_connect();
 	MemoryContextSwitchTo(caller);
-	read_source_facts(nspid, name, &facts);
+	replicator_read_source_facts(nspid, name, &facts);
 	SPI_finish();
 
 	PG_TRY();
@@ -258,9 +260,9 @@ validate_one(Tuplestorestate *store, TupleDesc desc, const char *name,
 										 REPLICATOR_SESSION_QUERY, require_password,
 										 &error, NULL);
 		/* a password the destination did not ask for fails the connect */
-		checks = add_check(NIL, "connect", conn != NULL, error);
+		checks = replicator_add_check(NIL, "connect", conn != NULL, error);
 		if (conn != NULL)
-			checks = list_concat(checks, check_destination(conn, &facts, false, &info));
+			checks = list_concat(checks, replicator_check_destination(conn, &facts, false, &info));
 	}
 	PG_FINALLY();
 	{
@@ -469,7 +471,7 @@ replicator_worker_stats(PG_FUNCTION_ARGS)
 		values[1] = Int32GetDatum(s->pid);
 		nulls[1] = s->pid == 0;
 		values[2] = CStringGetTextDatum(s->pid == 0 && s->state != REPLICA_INVALID ?
-										"stopped" : replica_state_name(s->state));
+										"stopped" : replicator_replica_state_name(s->state));
 		values[3] = Int64GetDatum(s->position);
 		nulls[3] = s->position < 0;
 		values[4] = Int64GetDatum(s->events_sent);

@@ -30,8 +30,11 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
-#include "replicator.h"
-#include "worker.h"
+#include "connection.h"
+#include "destination.h"
+#include "notify.h"
+#include "shmem.h"
+#include "write_guard.h"
 
 /* COPY FROM's data source callback has no argument: the state lives here. */
 static PGconn *copy_conn = NULL;
@@ -55,7 +58,7 @@ read_remote_copy(void *outbuf, int minread, int maxread)
 				PQfreemem(copy_buf);
 			copy_buf = NULL;
 			copy_off = 0;
-			copy_len = remote_get_copy(copy_conn, &copy_buf);
+			copy_len = replicator_remote_get_copy(copy_conn, &copy_buf);
 			if (copy_len < 0)
 			{
 				copy_broken = copy_len == -2;
@@ -92,7 +95,7 @@ static char **
 remote_row(PGconn *conn, const char *sql, const char *what)
 {
 	char	   *error;
-	PGresult   *volatile res = remote_one_row(conn, sql, 0, NULL, &error, NULL);
+	PGresult   *volatile res = replicator_remote_one_row(conn, sql, 0, NULL, &error, NULL);
 	char	  **volatile row = NULL;
 	int			n;
 
@@ -124,12 +127,12 @@ restore_from(PGconn *conn, Oid nspid, int64 *remote_count)
 	Relation	rel;
 	ParseState *pstate;
 	CopyFromState cstate;
-	char	   *identity = source_identity();
+	char	   *identity = replicator_source_identity();
 	int64		copied;
 
 	{
 		char	   *error = NULL;
-		char	   *remote = remote_identity(conn, &error, NULL);
+		char	   *remote = replicator_remote_identity(conn, &error, NULL);
 
 		if (remote == NULL)
 			ereport(ERROR,
@@ -165,7 +168,7 @@ restore_from(PGconn *conn, Oid nspid, int64 *remote_count)
 	res = replicator_remote_exec(conn, "COPY (SELECT id, ts, event FROM events ORDER BY id) TO STDOUT (FORMAT binary)", 0, NULL);
 	if (res == NULL || PQresultStatus(res) != PGRES_COPY_OUT)
 	{
-		char	   *error = remote_error(conn, res);
+		char	   *error = replicator_remote_error(conn, res);
 
 		PQclear(res);
 		ereport(ERROR,
@@ -209,11 +212,11 @@ restore_from(PGconn *conn, Oid nspid, int64 *remote_count)
 	if (copy_broken)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("restore_events: the connection broke while reading events: %s", remote_error(conn, NULL))));
+				 errmsg("restore_events: the connection broke while reading events: %s", replicator_remote_error(conn, NULL))));
 	res = replicator_remote_last_result(conn);
 	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
 	{
-		char	   *error = remote_error(conn, res);
+		char	   *error = replicator_remote_error(conn, res);
 
 		PQclear(res);
 		ereport(ERROR,
@@ -290,7 +293,7 @@ replicator_restore_events(PG_FUNCTION_ARGS)
 
 	initStringInfo(&buf);
 	for (int i = 0; keywords[i]; i++)
-		conninfo_append(&buf, keywords[i], values[i]);
+		replicator_conninfo_append(&buf, keywords[i], values[i]);
 	conninfo = buf.data;
 
 	PG_TRY();
@@ -329,9 +332,9 @@ replicator_restore_events(PG_FUNCTION_ARGS)
 			char	   *contents = NULL;
 			MemoryContext spi = MemoryContextSwitchTo(TopTransactionContext);
 
-			read_source_facts(nspid, "", &facts);
+			replicator_read_source_facts(nspid, "", &facts);
 			MemoryContextSwitchTo(spi);
-			if (!first_event_matches(conn, &facts, &detail, &contents, NULL))
+			if (!replicator_first_event_matches(conn, &facts, &detail, &contents, NULL))
 				ereport(ERROR,
 						(errcode(ERRCODE_DATA_CORRUPTED),
 						 errmsg("restore_events: the restored first event differs from the remote's"),

@@ -16,8 +16,8 @@
 #include "tcop/utility.h"
 #include "utils/acl.h"
 
-#include "replicator.h"
-#include "worker.h"
+#include "shmem.h"
+#include "utility_hook.h"
 
 static ProcessUtility_hook_type prev_utility_hook = NULL;
 

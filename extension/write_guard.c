@@ -18,7 +18,7 @@
 #include "utils/rel.h"
 
 #include "dump_restore.h"
-#include "replicator.h"
+#include "write_guard.h"
 
 static Oid	write_token = InvalidOid;
 

@@ -14,8 +14,8 @@
  * stays the exact position after any failure, since a transaction whose
  * COMMIT was not sent is rolled back when its session closes.
  *
- * Results are collected as they arrive, by apply_poll() between the rows
- * of the next batch and by apply_wait() on the latch and every session's
+ * Results are collected as they arrive, by replicator_apply_poll() between the rows
+ * of the next batch and by replicator_apply_wait() on the latch and every session's
  * socket; the only other waits (connecting, the start of a COPY) are on the
  * latch and the socket too.  The first failure sticks; the caller then
  * closes the set and reconnects, unless it is a unique violation: the
@@ -31,8 +31,9 @@
 #include "storage/latch.h"
 #include "utils/memutils.h"
 
-#include "replicator.h"
-#include "worker.h"
+#include "apply.h"
+#include "connection.h"
+#include "destination.h"
 
 #define COPY_SQL			"COPY events (id, ts, event) FROM STDIN (FORMAT binary)"
 #define INSERT_STATEMENT	"replicator_insert"
@@ -90,7 +91,7 @@ fail(ApplySet *set, PGconn *conn, PGresult *res, const char *what)
 {
 	if (set->error == NULL)
 	{
-		char	   *reason = what ? pstrdup(what) : remote_error(conn, res);
+		char	   *reason = what ? pstrdup(what) : replicator_remote_error(conn, res);
 
 		set->error = MemoryContextStrdup(set->cxt, reason);
 	}
@@ -117,7 +118,7 @@ prepare_inserts(PGconn *conn)
 	char	   *error = NULL;
 
 	for (size_t i = 0; error == NULL && i < lengthof(insert_statements); i++)
-		error = remote_expect(conn, replicator_remote_exec(conn, insert_statements[i], 0, NULL),
+		error = replicator_remote_expect(conn, replicator_remote_exec(conn, insert_statements[i], 0, NULL),
 							  PGRES_COMMAND_OK);
 	return error;
 }
@@ -136,7 +137,7 @@ add_session(const char *conninfo, const char *appname, bool require_password,
 
 	if (conn == NULL)
 		return NULL;
-	other = remote_identity(conn, error, NULL);
+	other = replicator_remote_identity(conn, error, NULL);
 	if (other != NULL && strcmp(other, identity) != 0)
 		*error = psprintf("it reached %s, not %s", other, identity);
 	if (other == NULL || strcmp(other, identity) != 0 ||
@@ -156,7 +157,7 @@ add_session(const char *conninfo, const char *appname, bool require_password,
  * connections there, say) is logged, and the set works with fewer.
  */
 ApplySet *
-apply_open(PGconn *first, const char *conninfo, const char *appname,
+replicator_apply_open(PGconn *first, const char *conninfo, const char *appname,
 		   bool require_password, const char *identity, int nsessions, int64 position,
 		   ApplyCommitted on_commit, char **error)
 {
@@ -175,7 +176,7 @@ apply_open(PGconn *first, const char *conninfo, const char *appname,
 	*error = prepare_inserts(first);
 	if (*error)
 	{
-		apply_close(set);
+		replicator_apply_close(set);
 		return NULL;
 	}
 	while (set->nsessions < nsessions)
@@ -206,7 +207,7 @@ apply_open(PGconn *first, const char *conninfo, const char *appname,
 
 /* Close every session: a transaction not yet committed is rolled back. */
 void
-apply_close(ApplySet *set)
+replicator_apply_close(ApplySet *set)
 {
 	for (int i = 0; i < set->nsessions; i++)
 		replicator_remote_close(set->sessions[i].conn);
@@ -217,21 +218,21 @@ apply_close(ApplySet *set)
 }
 
 bool
-apply_idle(ApplySet *set)
+replicator_apply_idle(ApplySet *set)
 {
 	return set->inflight == 0;
 }
 
 /* Whether the failure that stopped the set is a validation failure. */
 bool
-apply_failed_validation(ApplySet *set)
+replicator_apply_failed_validation(ApplySet *set)
 {
 	return set->error != NULL && set->invalid;
 }
 
 /* Where the next batch starts: after the last one sent. */
 int64
-apply_sent_upto(ApplySet *set)
+replicator_apply_sent_upto(ApplySet *set)
 {
 	return set->sent_upto;
 }
@@ -242,7 +243,7 @@ apply_sent_upto(ApplySet *set)
  * transaction of its own to pay off, and a session is free.
  */
 bool
-apply_can_take(ApplySet *set, const Batch *batch)
+replicator_apply_can_take(ApplySet *set, const Batch *batch)
 {
 	if (set->inflight == 0)
 		return true;
@@ -349,7 +350,7 @@ feed(ApplySet *set, ApplySession *s)
  * without waiting.  Failures stick in the set.
  */
 void
-apply_poll(ApplySet *set)
+replicator_apply_poll(ApplySet *set)
 {
 	for (int i = 0; i < set->nsessions && set->error == NULL; i++)
 	{
@@ -429,7 +430,7 @@ apply_poll(ApplySet *set)
  * arrived.  Sets *woken if the latch was set.  NULL or the error.
  */
 char *
-apply_wait(ApplySet *set, bool *woken)
+replicator_apply_wait(ApplySet *set, bool *woken)
 {
 	WaitEvent	events[REPLICATOR_MAX_SESSIONS + 2];
 	int			n;
@@ -459,13 +460,13 @@ apply_wait(ApplySet *set, bool *woken)
 		if (events[i].events & WL_SOCKET_READABLE)
 			((ApplySession *) events[i].user_data)->readable = true;
 	}
-	apply_poll(set);
+	replicator_apply_poll(set);
 	return set->error;
 }
 
-/* Send batch on a free session (apply_can_take() said so).  NULL or the error. */
+/* Send batch on a free session (replicator_apply_can_take() said so).  NULL or the error. */
 char *
-apply_send(ApplySet *set, const Batch *batch)
+replicator_apply_send(ApplySet *set, const Batch *batch)
 {
 	ApplySession *s = NULL;
 	bool		autocommit = (set->inflight == 0);
@@ -496,7 +497,7 @@ apply_send(ApplySet *set, const Batch *batch)
 	}
 	else
 	{
-		char	   *error = remote_expect(s->conn,
+		char	   *error = replicator_remote_expect(s->conn,
 										  replicator_remote_exec(s->conn, autocommit ? COPY_SQL : "BEGIN; " COPY_SQL, 0, NULL),
 										  PGRES_COPY_IN);
 

@@ -7,7 +7,7 @@
  *	  workers and by SQL functions (validate) alike.
  *
  * Functions return NULL or false on a remote failure and leave the reason
- * in the connection; remote_error() gives it without any password.
+ * in the connection; replicator_remote_error() gives it without any password.
  *
  *-------------------------------------------------------------------------
  */
@@ -24,8 +24,8 @@
 #include "storage/latch.h"
 #include "utils/timestamp.h"
 
-#include "replicator.h"
 #include "connection.h"
+#include "settings.h"
 
 /*
  * Wait until the socket is ready for what libpq wants, the latch is set, or
@@ -398,7 +398,7 @@ connect_poll(PGconn *volatile *connp, const char *const *keywords,
 			return NULL;
 		}
 	}
-	*error = remote_error(conn, NULL);
+	*error = replicator_remote_error(conn, NULL);
 	return NULL;
 }
 
@@ -643,16 +643,16 @@ replicator_remote_last_result(PGconn *conn)
  * with *error set (and no result to clear).
  */
 PGresult *
-remote_one_row(PGconn *conn, const char *sql, int nparams, const char *const *values,
+replicator_remote_one_row(PGconn *conn, const char *sql, int nparams, const char *const *values,
 			   char **error, bool *transient)
 {
 	PGresult   *res = replicator_remote_exec(conn, sql, nparams, values);
 
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
 	{
-		*error = remote_error(conn, res);
+		*error = replicator_remote_error(conn, res);
 		if (transient)
-			*transient = remote_error_transient(res);
+			*transient = replicator_remote_error_transient(res);
 		if (res)
 			PQclear(res);
 		return NULL;
@@ -665,12 +665,12 @@ remote_one_row(PGconn *conn, const char *sql, int nparams, const char *const *va
  * way (res NULL: the connection broke).
  */
 char *
-remote_expect(PGconn *conn, PGresult *res, ExecStatusType expected)
+replicator_remote_expect(PGconn *conn, PGresult *res, ExecStatusType expected)
 {
 	char	   *error = NULL;
 
 	if (res == NULL || PQresultStatus(res) != expected)
-		error = remote_error(conn, res);
+		error = replicator_remote_error(conn, res);
 	if (res)
 		PQclear(res);
 	return error;
@@ -684,7 +684,7 @@ remote_expect(PGconn *conn, PGresult *res, ExecStatusType expected)
  * which an operator has to fix.
  */
 bool
-remote_error_transient(const PGresult *res)
+replicator_remote_error_transient(const PGresult *res)
 {
 	const char *state;
 
@@ -709,7 +709,7 @@ remote_error_transient(const PGresult *res)
  * port and user but never the password.
  */
 char *
-remote_error(PGconn *conn, PGresult *res)
+replicator_remote_error(PGconn *conn, PGresult *res)
 {
 	const char *msg = NULL;
 	char	   *copy;
@@ -733,7 +733,7 @@ remote_error(PGconn *conn, PGresult *res)
 
 /* Append keyword='value' to a connection string, quoted as libpq reads it. */
 void
-conninfo_append(StringInfo buf, const char *keyword, const char *value)
+replicator_conninfo_append(StringInfo buf, const char *keyword, const char *value)
 {
 	if (buf->len > 0)
 		appendStringInfoChar(buf, ' ');
@@ -791,7 +791,7 @@ replicator_conninfo_mask(const char *conninfo, char **error)
 				secret = true;
 		if (secret)
 			val = "********";
-		conninfo_append(&buf, opt->keyword, val);
+		replicator_conninfo_append(&buf, opt->keyword, val);
 	}
 	PQconninfoFree(defaults);
 	PQconninfoFree(opts);
@@ -800,7 +800,7 @@ replicator_conninfo_mask(const char *conninfo, char **error)
 
 /* The password in conninfo, or NULL; conninfo must parse. */
 char *
-conninfo_password(const char *conninfo)
+replicator_conninfo_password(const char *conninfo)
 {
 	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
 	char	   *password = NULL;
@@ -820,7 +820,7 @@ conninfo_password(const char *conninfo)
  * broke.
  */
 int
-remote_get_copy(PGconn *conn, char **buf)
+replicator_remote_get_copy(PGconn *conn, char **buf)
 {
 	for (;;)
 	{

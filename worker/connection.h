@@ -30,16 +30,16 @@ extern PGconn *replicator_remote_connect(const char *conninfo, const char *appna
 extern void replicator_remote_close(PGconn *conn);
 extern PGresult *replicator_remote_exec(PGconn *conn, const char *sql, int nparams,
 										const char *const *values);
-extern int	remote_get_copy(PGconn *conn, char **buf);
+extern int	replicator_remote_get_copy(PGconn *conn, char **buf);
 extern PGresult *replicator_remote_last_result(PGconn *conn);
-extern PGresult *remote_one_row(PGconn *conn, const char *sql, int nparams,
+extern PGresult *replicator_remote_one_row(PGconn *conn, const char *sql, int nparams,
 								const char *const *values, char **error,
 								bool *transient);
-extern bool remote_error_transient(const PGresult *res);
-extern void conninfo_append(StringInfo buf, const char *keyword, const char *value);
-extern char *remote_error(PGconn *conn, PGresult *res);
-extern char *remote_expect(PGconn *conn, PGresult *res, ExecStatusType expected);
+extern bool replicator_remote_error_transient(const PGresult *res);
+extern void replicator_conninfo_append(StringInfo buf, const char *keyword, const char *value);
+extern char *replicator_remote_error(PGconn *conn, PGresult *res);
+extern char *replicator_remote_expect(PGconn *conn, PGresult *res, ExecStatusType expected);
 extern char *replicator_conninfo_mask(const char *conninfo, char **error);
-extern char *conninfo_password(const char *conninfo);
+extern char *replicator_conninfo_password(const char *conninfo);
 
 #endif							/* REPLICATOR_CONNECTION_H */

@@ -32,8 +32,9 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "replicator.h"
-#include "worker.h"
+#include "catalog.h"
+#include "connection.h"
+#include "destination.h"
 
 /*
  * slate's destination table, created where the destination has none.
@@ -54,7 +55,7 @@ static const char *create_events_sql =
 
 /* system identifier/port/database, as a destination would report it */
 char *
-source_identity(void)
+replicator_source_identity(void)
 {
 	return psprintf(UINT64_FORMAT "/%d/%s", GetSystemIdentifier(), PostPortNumber,
 					get_database_name(MyDatabaseId));
@@ -65,10 +66,10 @@ source_identity(void)
  * NULL and *error if the query failed (*transient: for now, if not NULL)
  */
 char *
-remote_identity(PGconn *conn, char **error, bool *transient)
+replicator_remote_identity(PGconn *conn, char **error, bool *transient)
 {
 	/* pg_control_system() may be denied: then port and name alone */
-	PGresult   *res = remote_one_row(conn,
+	PGresult   *res = replicator_remote_one_row(conn,
 									 "SELECT pg_catalog.concat_ws('/',"
 									 " coalesce((SELECT system_identifier::pg_catalog.text FROM pg_catalog.pg_control_system()"
 									 "  WHERE pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')), '?'),"
@@ -96,7 +97,7 @@ spi_text(int row, int col)
  * (restore_events checks the events it just copied).
  */
 void
-read_source_facts(Oid nspid, const char *replica, SourceFacts *facts)
+replicator_read_source_facts(Oid nspid, const char *replica, SourceFacts *facts)
 {
 	const char *nsp = quote_identifier(get_namespace_name(nspid));
 	Oid			argtypes[1] = {TEXTOID};
@@ -107,7 +108,7 @@ read_source_facts(Oid nspid, const char *replica, SourceFacts *facts)
 
 	memset(facts, 0, sizeof(SourceFacts));
 	facts->nspid = nspid;
-	facts->identity = source_identity();
+	facts->identity = replicator_source_identity();
 
 	/*
 	 * As the owner: the callers are workers and admin functions, and admins
@@ -156,7 +157,7 @@ read_source_facts(Oid nspid, const char *replica, SourceFacts *facts)
  * not NULL), without the events' contents, which go to *contents.
  */
 bool
-first_event_matches(PGconn *conn, SourceFacts *facts, char **detail, char **contents,
+replicator_first_event_matches(PGconn *conn, SourceFacts *facts, char **detail, char **contents,
 					bool *transient)
 {
 	char	   *params[3];
@@ -166,7 +167,7 @@ first_event_matches(PGconn *conn, SourceFacts *facts, char **detail, char **cont
 	params[0] = psprintf(INT64_FORMAT, facts->first_id);
 	params[1] = psprintf(INT64_FORMAT, (int64) facts->first_ts);
 	params[2] = facts->first_event;
-	res = remote_one_row(conn,
+	res = replicator_remote_one_row(conn,
 						 "SELECT id OPERATOR(pg_catalog.=) $1::pg_catalog.int8"
 						 " AND ts OPERATOR(pg_catalog.=) ('2000-01-01 00:00:00+00'::pg_catalog.timestamptz"
 						 "  OPERATOR(pg_catalog.+) ($2::pg_catalog.int8 OPERATOR(pg_catalog.*) interval '1 microsecond'))"
@@ -286,7 +287,7 @@ last_event_matches(PGconn *conn, SourceFacts *facts, int64 id, char **detail,
 	params[0] = psprintf(INT64_FORMAT, id);
 	params[1] = psprintf(INT64_FORMAT, (int64) ts);
 	params[2] = event;
-	res = remote_one_row(conn,
+	res = replicator_remote_one_row(conn,
 						 "SELECT ts OPERATOR(pg_catalog.=) ('2000-01-01 00:00:00+00'::pg_catalog.timestamptz"
 						 "  OPERATOR(pg_catalog.+) ($2::pg_catalog.int8 OPERATOR(pg_catalog.*) interval '1 microsecond')),"
 						 " event::pg_catalog.text OPERATOR(pg_catalog.=) $3"
@@ -305,7 +306,7 @@ last_event_matches(PGconn *conn, SourceFacts *facts, int64 id, char **detail,
 }
 
 List *
-add_check(List *checks, const char *check, bool ok, char *detail)
+replicator_add_check(List *checks, const char *check, bool ok, char *detail)
 {
 	DestinationCheck *c = palloc(sizeof(DestinationCheck));
 
@@ -321,7 +322,7 @@ add_check(List *checks, const char *check, bool ok, char *detail)
 static List *
 add_failed_query(List *checks, const char *check, char *error, bool transient)
 {
-	checks = add_check(checks, check, false, error);
+	checks = replicator_add_check(checks, check, false, error);
 	((DestinationCheck *) llast(checks))->transient = transient;
 	return checks;
 }
@@ -333,7 +334,7 @@ query_row(PGconn *conn, const char *sql, int nparams, const char *const *values,
 {
 	char	   *error;
 	bool		transient;
-	PGresult   *res = remote_one_row(conn, sql, nparams, values, &error, &transient);
+	PGresult   *res = replicator_remote_one_row(conn, sql, nparams, values, &error, &transient);
 
 	if (res == NULL)
 		*checks = add_failed_query(*checks, check, error, transient);
@@ -346,7 +347,7 @@ query_row(PGconn *conn, const char *sql, int nparams, const char *const *values,
  * destination has none.  info gets what the destination reported.
  */
 List *
-check_destination(PGconn *conn, SourceFacts *facts, bool create_table, DestinationInfo *info)
+replicator_check_destination(PGconn *conn, SourceFacts *facts, bool create_table, DestinationInfo *info)
 {
 	List	   *checks = NIL;
 	PGresult   *res;
@@ -361,21 +362,21 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 		char	   *error = NULL;
 		bool		transient;
 
-		info->identity = remote_identity(conn, &error, &transient);
+		info->identity = replicator_remote_identity(conn, &error, &transient);
 		if (info->identity == NULL)
 			return add_failed_query(checks, "identity", error, transient);
 	}
 
 	if (strcmp(info->identity, facts->identity) == 0)
-		return add_check(checks, "not the source", false,
+		return replicator_add_check(checks, "not the source", false,
 						 psprintf("the destination is the source database itself (%s)", info->identity));
-	checks = add_check(checks, "not the source", true, psprintf("destination is %s", info->identity));
+	checks = replicator_add_check(checks, "not the source", true, psprintf("destination is %s", info->identity));
 
 	forboth(ln, facts->other_names, li, facts->other_identities)
 	{
 		if (strcmp((char *) lfirst(li), info->identity) == 0)
 		{
-			checks = add_check(checks, "distinct destination", false,
+			checks = replicator_add_check(checks, "distinct destination", false,
 							   psprintf("replica \"%s\" already streams to this database (%s)",
 										(char *) lfirst(ln), info->identity));
 			distinct = false;
@@ -383,7 +384,7 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 	}
 	if (!distinct)
 		return checks;
-	checks = add_check(checks, "distinct destination", true, NULL);
+	checks = replicator_add_check(checks, "distinct destination", true, NULL);
 
 	/* slate refuses a destination that holds source objects */
 	res = query_row(conn,
@@ -399,14 +400,14 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 		return checks;
 	if (*PQgetvalue(res, 0, 0) != '\0')
 	{
-		checks = add_check(checks, "no source objects", false,
+		checks = replicator_add_check(checks, "no source objects", false,
 						   psprintf("the destination holds event source objects (%s): it is an event source, not a destination",
 									PQgetvalue(res, 0, 0)));
 		PQclear(res);
 		return checks;
 	}
 	PQclear(res);
-	checks = add_check(checks, "no source objects", true, NULL);
+	checks = replicator_add_check(checks, "no source objects", true, NULL);
 
 	/* the events table: slate's columns, id its primary key */
 	res = query_row(conn,
@@ -421,20 +422,20 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 	{
 		PQclear(res);
 		if (!create_table)
-			return add_check(checks, "events table", false, pstrdup("the destination has no events table yet; it is created on first connection"));
+			return replicator_add_check(checks, "events table", false, pstrdup("the destination has no events table yet; it is created on first connection"));
 		res = replicator_remote_exec(conn, create_events_sql, 0, NULL);
 		if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
 		{
 			checks = add_failed_query(checks, "events table",
-									  psprintf("could not create table events: %s", remote_error(conn, res)),
-									  remote_error_transient(res));
+									  psprintf("could not create table events: %s", replicator_remote_error(conn, res)),
+									  replicator_remote_error_transient(res));
 			if (res)
 				PQclear(res);
 			return checks;
 		}
 		PQclear(res);
 		info->created_table = true;
-		checks = add_check(checks, "events table", true, pstrdup("created"));
+		checks = replicator_add_check(checks, "events table", true, pstrdup("created"));
 	}
 	else
 	{
@@ -443,14 +444,14 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 
 		if (strcmp(columns, EVENTS_COLUMNS) != 0 || !pk)
 		{
-			checks = add_check(checks, "events table", false,
+			checks = replicator_add_check(checks, "events table", false,
 							   psprintf("table events has columns (%s)%s; it must be (id bigint primary key, ts timestamp with time zone, event jsonb)",
 										columns, pk ? "" : " without id as its primary key"));
 			PQclear(res);
 			return checks;
 		}
 		PQclear(res);
-		checks = add_check(checks, "events table", true, NULL);
+		checks = replicator_add_check(checks, "events table", true, NULL);
 	}
 
 	/* no gaps, not ahead of the source */
@@ -462,17 +463,17 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 	info->max_id = strtoi64(PQgetvalue(res, 0, 1), NULL, 10);
 	PQclear(res);
 	if (info->count != info->max_id)
-		return add_check(checks, "no gaps", false,
+		return replicator_add_check(checks, "no gaps", false,
 						 psprintf("the destination holds " INT64_FORMAT " events but its max(id) is " INT64_FORMAT,
 								  info->count, info->max_id));
-	checks = add_check(checks, "no gaps", true,
+	checks = replicator_add_check(checks, "no gaps", true,
 					   psprintf("count = max(id) = " INT64_FORMAT, info->max_id));
 
 	if (info->max_id > facts->max_id)
-		return add_check(checks, "not ahead of source", false,
+		return replicator_add_check(checks, "not ahead of source", false,
 						 psprintf("the destination's max(id) " INT64_FORMAT " is above the source's " INT64_FORMAT,
 								  info->max_id, facts->max_id));
-	checks = add_check(checks, "not ahead of source", true,
+	checks = replicator_add_check(checks, "not ahead of source", true,
 					   psprintf("destination " INT64_FORMAT ", source " INT64_FORMAT, info->max_id, facts->max_id));
 
 	/* the first event, exactly */
@@ -482,16 +483,16 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 		char	   *contents = NULL;
 		bool		transient = false;
 
-		if (!first_event_matches(conn, facts, &detail, &contents, &transient))
+		if (!replicator_first_event_matches(conn, facts, &detail, &contents, &transient))
 		{
 			checks = add_failed_query(checks, "same first event", detail, transient);
 			((DestinationCheck *) llast(checks))->contents = contents;
 			return checks;
 		}
-		checks = add_check(checks, "same first event", true, NULL);
+		checks = replicator_add_check(checks, "same first event", true, NULL);
 	}
 	else
-		checks = add_check(checks, "same first event", true, pstrdup("the destination is empty"));
+		checks = replicator_add_check(checks, "same first event", true, pstrdup("the destination is empty"));
 
 	/* the event at max(id), exactly: one history */
 	if (info->max_id > 0)
@@ -501,11 +502,11 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
 
 		if (!last_event_matches(conn, facts, info->max_id, &detail, &transient))
 			return add_failed_query(checks, "same last event", detail, transient);
-		checks = add_check(checks, "same last event", true,
+		checks = replicator_add_check(checks, "same last event", true,
 						   psprintf("id " INT64_FORMAT, info->max_id));
 	}
 	else
-		checks = add_check(checks, "same last event", true, pstrdup("the destination is empty"));
+		checks = replicator_add_check(checks, "same last event", true, pstrdup("the destination is empty"));
 
 	return checks;
 }
@@ -515,7 +516,7 @@ check_destination(PGconn *conn, SourceFacts *facts, bool create_table, Destinati
  * failed only because its query could not run for now.
  */
 char *
-first_failure(List *checks, bool *transient)
+replicator_first_failure(List *checks, bool *transient)
 {
 	ListCell   *lc;
 

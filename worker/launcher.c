@@ -40,8 +40,11 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "replicator.h"
-#include "worker.h"
+#include "catalog.h"
+#include "launcher.h"
+#include "settings.h"
+#include "shmem.h"
+#include "stream.h"
 
 /* Longest wait between two restarts of a worker that keeps dying. */
 #define MAX_RESTART_DELAY_MS	30000

@@ -17,7 +17,8 @@
 #include "storage/shmem.h"
 #include "utils/timestamp.h"
 
-#include "worker.h"
+#include "settings.h"
+#include "shmem.h"
 
 ReplicatorShared *ReplicatorState = NULL;
 
@@ -74,7 +75,7 @@ replicator_shmem_request(void)
 }
 
 const char *
-replica_state_name(ReplicaState state)
+replicator_replica_state_name(ReplicaState state)
 {
 	switch (state)
 	{

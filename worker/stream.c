@@ -69,8 +69,13 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "replicator.h"
-#include "worker.h"
+#include "apply.h"
+#include "catalog.h"
+#include "connection.h"
+#include "destination.h"
+#include "settings.h"
+#include "shmem.h"
+#include "stream.h"
 
 /* A batch also stops growing at this many bytes (one event may exceed it). */
 #define BATCH_MAX_BYTES		(32 * 1024 * 1024)
@@ -437,7 +442,7 @@ read_batch(Oid nspid, Oid events_relid, int64 position, Batch *batch, ApplySet *
 
 		CHECK_FOR_INTERRUPTS();
 		if (n % 256 == 255)
-			apply_poll(apply);
+			replicator_apply_poll(apply);
 		id = DatumGetInt64(slot_getattr(row, EVENTS_ID, &isnull));
 		ts = DatumGetTimestampTz(slot_getattr(row, EVENTS_TS, &isnull));
 		if (n == limit || (n > 0 && batch->copy.len >= BATCH_MAX_BYTES))
@@ -602,14 +607,14 @@ stream(ApplySet *apply, const ReplicaConfig *connected)
 		 */
 		if (!read_due)
 		{
-			if (apply_idle(apply))
+			if (replicator_apply_idle(apply))
 			{
 				report(REPLICA_STREAMING);
 				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 								 replicator_poll_interval, PG_WAIT_EXTENSION);
 				read_due = true;
 			}
-			else if ((error = apply_wait(apply, &read_due)) != NULL)
+			else if ((error = replicator_apply_wait(apply, &read_due)) != NULL)
 				return error;
 			continue;
 		}
@@ -653,7 +658,7 @@ stream(ApplySet *apply, const ReplicaConfig *connected)
 		 * committed after the generation was read is seen here.
 		 */
 		read = read_batch(connected->nspid, connected->events_relid,
-						  apply_sent_upto(apply), &batch, apply, &commit_lsn);
+						  replicator_apply_sent_upto(apply), &batch, apply, &commit_lsn);
 		MemoryContextSwitchTo(old);
 		end_local();
 		MemoryContextSwitchTo(conn_cxt);
@@ -674,15 +679,15 @@ stream(ApplySet *apply, const ReplicaConfig *connected)
 			continue;
 
 		report(batch.more ? REPLICA_CATCHING_UP : REPLICA_STREAMING);
-		while (!apply_can_take(apply, &batch))
+		while (!replicator_apply_can_take(apply, &batch))
 		{
 			bool		woken = false;
 
-			if ((error = apply_wait(apply, &woken)) != NULL)
+			if ((error = replicator_apply_wait(apply, &woken)) != NULL)
 				return error;
 			read_due |= woken;
 		}
-		if ((error = apply_send(apply, &batch)) != NULL)
+		if ((error = replicator_apply_send(apply, &batch)) != NULL)
 			return error;
 	}
 }
@@ -760,7 +765,7 @@ replicator_stream_main(Datum arg)
 		spi_cxt = MemoryContextSwitchTo(conn_cxt);
 		config = read_config();
 		if (config.exists)
-			read_source_facts(config.nspid, replica, &facts);
+			replicator_read_source_facts(config.nspid, replica, &facts);
 		MemoryContextSwitchTo(spi_cxt);
 		end_local();
 		MemoryContextSwitchTo(conn_cxt);
@@ -784,8 +789,8 @@ replicator_stream_main(Datum arg)
 		 * one whose check could not run for now (a lock timeout, a server
 		 * shutting down) is tried again like a failed connection.
 		 */
-		checks = check_destination(conn, &facts, true, &info);
-		error = first_failure(checks, &transient);
+		checks = replicator_check_destination(conn, &facts, true, &info);
+		error = replicator_first_failure(checks, &transient);
 		if (error && PQstatus(conn) == CONNECTION_OK && !transient)
 		{
 			ListCell   *lc;
@@ -816,7 +821,7 @@ replicator_stream_main(Datum arg)
 			slot->last_contact = GetCurrentTimestamp();
 			LWLockRelease(ReplicatorState->lock);
 			attempt = 0;
-			apply = apply_open(conn, config.conninfo, appname,
+			apply = replicator_apply_open(conn, config.conninfo, appname,
 							   config.require_password, info.identity,
 							   replicator_destination_sessions, info.max_id,
 							   batch_committed, &error);
@@ -825,8 +830,8 @@ replicator_stream_main(Datum arg)
 				bool		invalid;
 
 				error = stream(apply, &config);
-				invalid = apply_failed_validation(apply);
-				apply_close(apply);
+				invalid = replicator_apply_failed_validation(apply);
+				replicator_apply_close(apply);
 				if (invalid)
 					mark_invalid(error);
 			}

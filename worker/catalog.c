@@ -1,0 +1,162 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.c
+ *	  Where the event source and the replica catalog are, and how the
+ *	  workers and the SQL functions read them safely: as the extension's
+ *	  owner, with the library's own SQL version, deciding the password rule.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
+
+#include "catalog.h"
+
+/*
+ * The schema holding the event source (events, id, insert_events), or
+ * InvalidOid if the extension is not installed in this database.
+ */
+Oid
+replicator_source_namespace(void)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tuple;
+	Oid			nspid = InvalidOid;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("replicator"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+		nspid = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return nspid;
+}
+
+/* The role that owns the extension and its catalog, or InvalidOid. */
+static Oid
+extension_owner(void)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tuple;
+	Oid			owner = InvalidOid;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("replicator"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+		owner = ((Form_pg_extension) GETSTRUCT(tuple))->extowner;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return owner;
+}
+
+/*
+ * SPI_execute_with_args() as the extension's owner, for statements on
+ * replicator.replicas, on which no other role has privileges: the caller's
+ * rights were checked before.  Restricted, like a maintenance command run
+ * as a table's owner; every operator and function in sql must be
+ * schema-qualified, since the search_path is still the caller's.  Needs
+ * SPI connected.
+ */
+int
+replicator_spi_execute_as_owner(const char *sql, int nargs, Oid *types, Datum *values,
+								const char *nulls, bool read_only)
+{
+	Oid			owner = extension_owner();
+	Oid			saved_userid;
+	int			saved_sec_context;
+	volatile int ret = 0;
+
+	if (!OidIsValid(owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"replicator\" is not installed in this database")));
+	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
+	SetUserIdAndSecContext(owner, saved_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
+	{
+		ret = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, 0);
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(saved_userid, saved_sec_context);
+	}
+	PG_END_TRY();
+	return ret;
+}
+
+/*
+ * The password rule, decided when connecting: a destination must ask for
+ * the password unless the role that added the replica or last changed its
+ * conninfo (replicas.changed_by) exists and is a superuser now.  Needs a
+ * transaction.
+ */
+bool
+replicator_replica_requires_password(const char *changed_by)
+{
+	Oid			role = changed_by ? get_role_oid(changed_by, true) : InvalidOid;
+
+	return !(OidIsValid(role) && superuser_arg(role));
+}
+
+/*
+ * Error out unless the installed SQL objects are those this library was
+ * built for: between installing a new library and ALTER EXTENSION UPDATE,
+ * the old objects (tables without new columns) would make its statements
+ * fail obscurely.
+ */
+void
+replicator_check_sql_version(void)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tuple;
+	char	   *version = NULL;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("replicator"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tuple, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			version = TextDatumGetCString(d);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+
+	if (version != NULL && strcmp(version, REPLICATOR_SQL_VERSION) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"replicator\" is at version %s, its library at %s", version,
+						REPLICATOR_SQL_VERSION),
+				 errhint("Run ALTER EXTENSION replicator UPDATE.")));
+}

@@ -1,0 +1,24 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.h
+ *	  The event source's schema and the replica catalog, for the workers and
+ *	  the SQL functions alike.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef REPLICATOR_CATALOG_H
+#define REPLICATOR_CATALOG_H
+
+#include "postgres.h"
+
+/* the version of the SQL objects this library works with */
+#define REPLICATOR_SQL_VERSION "1.1"
+
+extern Oid	replicator_source_namespace(void);
+extern void replicator_check_sql_version(void);
+extern int	replicator_spi_execute_as_owner(const char *sql, int nargs, Oid *types,
+											Datum *values, const char *nulls,
+											bool read_only);
+extern bool replicator_replica_requires_password(const char *changed_by);
+
+#endif							/* REPLICATOR_CATALOG_H */

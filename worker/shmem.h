@@ -1,0 +1,94 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.h
+ *	  Shared memory between the launcher, the streaming workers and the
+ *	  SQL functions that manage and watch them; signals sent at commit.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef REPLICATOR_SHMEM_H
+#define REPLICATOR_SHMEM_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+
+#define REPLICATOR_MAX_REPLICAS		64
+#define REPLICA_NAME_LEN			64
+#define REPLICA_ERROR_LEN			512
+
+typedef enum ReplicaState
+{
+	REPLICA_STOPPED = 0,
+	REPLICA_CONNECTING,
+	REPLICA_CATCHING_UP,
+	REPLICA_STREAMING,
+	REPLICA_DISCONNECTED,
+	REPLICA_INVALID
+} ReplicaState;
+
+/* One destination of one source database. */
+typedef struct ReplicaSlot
+{
+	bool		in_use;
+	bool		wanted;			/* the catalog says: stream to it */
+	Oid			dboid;
+	char		name[REPLICA_NAME_LEN];
+	uint32		generation;		/* bumped each time the slot is reassigned */
+	pid_t		pid;			/* streaming worker, 0 if none */
+	Latch	   *latch;			/* its latch, set when events commit */
+	TimestampTz start_after;	/* launcher's restart backoff */
+	int			failed_starts;
+
+	/* reported by the worker */
+	ReplicaState state;
+	int64		position;		/* destination max(id), -1 if unknown */
+	int64		events_sent;
+	int64		bytes_sent;
+	char		last_error[REPLICA_ERROR_LEN];
+	TimestampTz last_error_at;
+	TimestampTz last_contact;
+} ReplicaSlot;
+
+/* A database the launcher knows of. */
+typedef struct DatabaseEntry
+{
+	Oid			dboid;
+	uint64		catalog_generation; /* bumped at each catalog change's commit */
+	uint64		scanned_generation; /* the generation the last scan started at */
+	pid_t		scan_pid;		/* scan worker running, 0 if none */
+	TimestampTz scan_started;
+	TimestampTz dropping_until; /* DROP DATABASE under way: start nothing */
+} DatabaseEntry;
+
+typedef struct ReplicatorShared
+{
+	LWLock	   *lock;
+	Latch	   *launcher_latch;
+	pid_t		launcher_pid;
+	ReplicaSlot slots[REPLICATOR_MAX_REPLICAS];
+	/* replicator.max_databases entries; free ones have dboid 0 */
+	DatabaseEntry databases[FLEXIBLE_ARRAY_MEMBER];
+} ReplicatorShared;
+
+extern ReplicatorShared *ReplicatorState;
+
+extern void replicator_shmem_request(void);
+extern void replicator_request_rescan(Oid dboid);
+extern bool replicator_try_rescan(Oid dboid);
+extern void replicator_stop_database_workers(Oid dboid);
+extern void replicator_forget_database(Oid dboid);
+extern void replicator_database_drop_failed(Oid dboid);
+extern void replicator_release_database(Oid dboid, uint64 scanned_generation);
+extern uint64 replicator_catalog_generation(Oid dboid);
+extern const char *replicator_replica_state_name(ReplicaState state);
+
+
+/* signals sent at commit of the calling transaction */
+extern void replicator_request_rescan_at_commit(void);
+extern void replicator_request_rescan_of_created(Oid dboid);
+extern void replicator_wake_workers_at_commit(void);
+
+#endif							/* REPLICATOR_SHMEM_H */
