@@ -115,7 +115,7 @@ local_rows(const char *sql)
 static Rows
 remote_rows(DiffState *st, const char *sql)
 {
-	PGresult   *volatile res = replicator_remote_exec(st->conn, sql, 0, NULL);
+	PGresult   *res = replicator_remote_exec(st->conn, sql, 0, NULL);
 	Rows		r;
 
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
@@ -127,24 +127,9 @@ remote_rows(DiffState *st, const char *sql)
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("diff: query failed on the destination: %s", error)));
 	}
-	/* libpq's result is not palloc'd: free it if copying it fails */
-	PG_TRY();
-	{
-		r.n = PQntuples(res);
-		r.ncols = PQnfields(res);
-		r.cells = palloc(sizeof(char *) * Max(1, r.n * r.ncols));
-		for (int i = 0; i < r.n; i++)
-			for (int c = 0; c < r.ncols; c++)
-			{
-				r.cells[i * r.ncols + c] = PQgetisnull(res, i, c) ? NULL : pstrdup(PQgetvalue(res, i, c));
-				st->bytes_fetched += PQgetlength(res, i, c);
-			}
-	}
-	PG_FINALLY();
-	{
-		PQclear(res);
-	}
-	PG_END_TRY();
+	r.n = PQntuples(res);
+	r.ncols = PQnfields(res);
+	r.cells = replicator_result_cells(res, &st->bytes_fetched);
 	st->rows_fetched += r.n;
 	return r;
 }

@@ -88,15 +88,15 @@ local_int8(const char *sql)
 }
 
 /*
- * The values of the one row sql returns, palloc'd: the result is cleared
- * before anything can throw, so an error leaks nothing.
+ * The values of the one row sql returns, palloc'd ("" for NULL); the
+ * result is cleared, also on an error.
  */
 static char **
 remote_row(PGconn *conn, const char *sql, const char *what)
 {
 	char	   *error;
-	PGresult   *volatile res = replicator_remote_one_row(conn, sql, 0, NULL, &error, NULL);
-	char	  **volatile row = NULL;
+	PGresult   *res = replicator_remote_one_row(conn, sql, 0, NULL, &error, NULL);
+	char	  **row;
 	int			n;
 
 	if (res == NULL)
@@ -104,17 +104,10 @@ remote_row(PGconn *conn, const char *sql, const char *what)
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("restore_events: could not %s: %s", what, error)));
 	n = PQnfields(res);
-	PG_TRY();
-	{
-		row = palloc(sizeof(char *) * Max(n, 1));
-		for (int i = 0; i < n; i++)
-			row[i] = pstrdup(PQgetvalue(res, 0, i));
-	}
-	PG_FINALLY();
-	{
-		PQclear(res);
-	}
-	PG_END_TRY();
+	row = replicator_result_cells(res, NULL);
+	for (int i = 0; i < n; i++)
+		if (row[i] == NULL)
+			row[i] = "";
 	return row;
 }
 

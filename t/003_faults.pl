@@ -11,7 +11,6 @@ use lib 't';
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use IO::Socket::INET;
 use Time::HiRes qw(time);
 use ReplicatorTest;
 
@@ -79,12 +78,7 @@ ok(wait_replica($source, 'good'), '5 MB events reach the destination');
 compare_events($source, $good, 'good equals the source, 5 MB events included');
 
 # --- an address that accepts TCP connections and never answers
-my $silent = IO::Socket::INET->new(
-	LocalAddr => '127.0.0.1',
-	LocalPort => 0,
-	Listen => 16,
-	ReuseAddr => 1) or die "cannot listen: $!";
-my $silent_port = $silent->sockport;
+my ($silent, $silent_port) = silent_listener();
 $source->safe_psql('postgres',
 	"SELECT replicator.add_replica('silent', 'host=127.0.0.1 port=$silent_port dbname=x password=s3cretpw')");
 my $t0 = time;

@@ -10,7 +10,6 @@ use lib 't';
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use IO::Socket::INET;
 use ReplicatorTest;
 
 my $source = source_node('source', 'replicator.connect_timeout = 5s',
@@ -96,12 +95,7 @@ is(dump_events($source, 'restored'), dump_events($source),
 # --- a cancel while connecting: a replica at an address that accepts TCP
 # and never answers, validated under a statement_timeout shorter than
 # connect_timeout.  The backend keeps no socket of any attempt.
-my $silent = IO::Socket::INET->new(
-	LocalAddr => '127.0.0.1',
-	LocalPort => 0,
-	Listen => 64,
-	ReuseAddr => 1) or die "cannot listen: $!";
-my $silent_port = $silent->sockport;
+my ($silent, $silent_port) = silent_listener();
 $source->safe_psql('postgres',
 	"SELECT replicator.add_replica('silent', 'host=127.0.0.1 port=$silent_port dbname=x', enabled => false)");
 

@@ -9,9 +9,10 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Exporter 'import';
+use IO::Socket::INET;
 
 our @EXPORT = qw(source_node destination_node dump_events compare_events
-  wait_replica add_replica events_count);
+  wait_replica add_replica events_count silent_listener);
 
 # A source: library preloaded, extension created in database postgres.
 sub source_node
@@ -88,6 +89,18 @@ sub wait_replica
 	my $ok = $source->safe_psql('postgres',
 		"SELECT replicator.wait_for_replica('$name', '$timeout s')");
 	return $ok eq 't';
+}
+
+# An address on 127.0.0.1 that accepts TCP connections and never answers:
+# the socket (keep it referenced) and its port.
+sub silent_listener
+{
+	my $silent = IO::Socket::INET->new(
+		LocalAddr => '127.0.0.1',
+		LocalPort => 0,
+		Listen => 64,
+		ReuseAddr => 1) or die "cannot listen: $!";
+	return ($silent, $silent->sockport);
 }
 
 1;

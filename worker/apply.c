@@ -14,10 +14,10 @@
  * stays the exact position after any failure, since a transaction whose
  * COMMIT was not sent is rolled back when its session closes.
  *
- * Results are collected as they arrive, by replicator_apply_poll() between the rows
- * of the next batch and by replicator_apply_wait() on the latch and every session's
- * socket; the only other waits (connecting, the start of a COPY) are on the
- * latch and the socket too.  The first failure sticks; the caller then
+ * Results are collected as they arrive, by replicator_apply_poll() between
+ * the rows of the next batch and by replicator_apply_wait() on the latch and
+ * every session's socket; the only other waits (connecting, the start of a
+ * COPY) are on the latch and the socket too.  The first failure sticks; the caller then
  * closes the set and reconnects, unless it is a unique violation: the
  * destination holds ids this source did not send there (another source
  * streams into it), a validation failure, never one to skip.
@@ -119,7 +119,7 @@ prepare_inserts(PGconn *conn)
 
 	for (size_t i = 0; error == NULL && i < lengthof(insert_statements); i++)
 		error = replicator_remote_expect(conn, replicator_remote_exec(conn, insert_statements[i], 0, NULL),
-							  PGRES_COMMAND_OK);
+										 PGRES_COMMAND_OK);
 	return error;
 }
 
@@ -158,8 +158,8 @@ add_session(const char *conninfo, const char *appname, bool require_password,
  */
 ApplySet *
 replicator_apply_open(PGconn *first, const char *conninfo, const char *appname,
-		   bool require_password, const char *identity, int nsessions, int64 position,
-		   ApplyCommitted on_commit, char **error)
+					  bool require_password, const char *identity, int nsessions, int64 position,
+					  ApplyCommitted on_commit, char **error)
 {
 	ApplySet   *set = palloc0(sizeof(ApplySet));
 
@@ -464,7 +464,10 @@ replicator_apply_wait(ApplySet *set, bool *woken)
 	return set->error;
 }
 
-/* Send batch on a free session (replicator_apply_can_take() said so).  NULL or the error. */
+/*
+ * Send batch on a free session (replicator_apply_can_take() said so).  NULL
+ * or the error.
+ */
 char *
 replicator_apply_send(ApplySet *set, const Batch *batch)
 {
@@ -498,8 +501,8 @@ replicator_apply_send(ApplySet *set, const Batch *batch)
 	else
 	{
 		char	   *error = replicator_remote_expect(s->conn,
-										  replicator_remote_exec(s->conn, autocommit ? COPY_SQL : "BEGIN; " COPY_SQL, 0, NULL),
-										  PGRES_COPY_IN);
+													 replicator_remote_exec(s->conn, autocommit ? COPY_SQL : "BEGIN; " COPY_SQL, 0, NULL),
+													 PGRES_COPY_IN);
 
 		if (error)
 			fail(set, s->conn, NULL, error);

@@ -40,9 +40,9 @@ typedef struct ApplySet ApplySet;
 typedef void (*ApplyCommitted) (int64 last_id, int count, int64 bytes);
 
 extern ApplySet *replicator_apply_open(PGconn *first, const char *conninfo, const char *appname,
-							bool require_password, const char *identity,
-							int nsessions, int64 position,
-							ApplyCommitted on_commit, char **error);
+									   bool require_password, const char *identity,
+									   int nsessions, int64 position,
+									   ApplyCommitted on_commit, char **error);
 extern void replicator_apply_close(ApplySet *set);
 extern bool replicator_apply_idle(ApplySet *set);
 extern bool replicator_apply_failed_validation(ApplySet *set);

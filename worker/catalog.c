@@ -25,48 +25,42 @@
 #include "catalog.h"
 
 /*
- * What pg_extension says of replicator in this database: whether it is
- * installed, its schema, owner and version (palloc'd).  The one scan the
- * lookups below share.
+ * What pg_extension says of replicator in this database: false if it is not
+ * installed, else its oid, schema, owner and version (palloc'd).  The one
+ * scan the lookups below share.
  */
-typedef struct ExtensionRow
+bool
+replicator_extension(ReplicatorExtension *ext)
 {
-	bool		installed;
-	Oid			nspid;
-	Oid			owner;
-	char	   *version;
-} ExtensionRow;
-
-static ExtensionRow
-extension_row(void)
-{
-	ExtensionRow row = {false, InvalidOid, InvalidOid, NULL};
 	Relation	rel;
 	SysScanDesc scan;
 	ScanKeyData key;
 	HeapTuple	tuple;
+	bool		found;
 
+	memset(ext, 0, sizeof(ReplicatorExtension));
 	rel = table_open(ExtensionRelationId, AccessShareLock);
 	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
 				CStringGetDatum("replicator"));
 	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
 	tuple = systable_getnext(scan);
-	if (HeapTupleIsValid(tuple))
+	found = HeapTupleIsValid(tuple);
+	if (found)
 	{
-		Form_pg_extension ext = (Form_pg_extension) GETSTRUCT(tuple);
+		Form_pg_extension form = (Form_pg_extension) GETSTRUCT(tuple);
 		bool		isnull;
 		Datum		version = heap_getattr(tuple, Anum_pg_extension_extversion,
 										   RelationGetDescr(rel), &isnull);
 
-		row.installed = true;
-		row.nspid = ext->extnamespace;
-		row.owner = ext->extowner;
+		ext->oid = form->oid;
+		ext->nspid = form->extnamespace;
+		ext->owner = form->extowner;
 		if (!isnull)
-			row.version = TextDatumGetCString(version);
+			ext->version = TextDatumGetCString(version);
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
-	return row;
+	return found;
 }
 
 /*
@@ -76,14 +70,18 @@ extension_row(void)
 Oid
 replicator_source_namespace(void)
 {
-	return extension_row().nspid;
+	ReplicatorExtension ext;
+
+	return replicator_extension(&ext) ? ext.nspid : InvalidOid;
 }
 
 /* The role that owns the extension and its catalog, or InvalidOid. */
 static Oid
 extension_owner(void)
 {
-	return extension_row().owner;
+	ReplicatorExtension ext;
+
+	return replicator_extension(&ext) ? ext.owner : InvalidOid;
 }
 
 /*
@@ -145,8 +143,16 @@ replicator_replica_requires_password(const char *changed_by)
 void
 replicator_check_sql_version(void)
 {
-	char	   *version = extension_row().version;
+	ReplicatorExtension ext;
 
+	if (replicator_extension(&ext))
+		replicator_require_sql_version(ext.version);
+}
+
+/* The same, for a version already looked up (NULL: unknown, let it be). */
+void
+replicator_require_sql_version(const char *version)
+{
 	if (version != NULL && strcmp(version, REPLICATOR_SQL_VERSION) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -14,8 +14,19 @@
 /* the version of the SQL objects this library works with */
 #define REPLICATOR_SQL_VERSION "1.1"
 
+/* pg_extension's row of replicator in this database */
+typedef struct ReplicatorExtension
+{
+	Oid			oid;
+	Oid			nspid;			/* the event source's schema */
+	Oid			owner;
+	char	   *version;
+} ReplicatorExtension;
+
+extern bool replicator_extension(ReplicatorExtension *ext);
 extern Oid	replicator_source_namespace(void);
 extern void replicator_check_sql_version(void);
+extern void replicator_require_sql_version(const char *version);
 extern int	replicator_spi_execute_as_owner(const char *sql, int nargs, Oid *types,
 											Datum *values, const char *nulls,
 											bool read_only);

@@ -7,7 +7,8 @@
  *	  workers and by SQL functions (validate) alike.
  *
  * Functions return NULL or false on a remote failure and leave the reason
- * in the connection; replicator_remote_error() gives it without any password.
+ * in the connection; replicator_remote_error() gives it without any
+ * password.
  *
  *-------------------------------------------------------------------------
  */
@@ -54,6 +55,16 @@ wait_socket(PGconn *conn, int events, TimestampTz deadline)
 	return true;
 }
 
+/* The value of keyword in parsed connection options, or NULL. */
+static const char *
+option_value(PQconninfoOption *opts, const char *keyword)
+{
+	for (PQconninfoOption *opt = opts; opt->keyword != NULL; opt++)
+		if (strcmp(opt->keyword, keyword) == 0)
+			return opt->val;
+	return NULL;
+}
+
 /*
  * Append one switch to a libpq "options" value: the server splits it at
  * whitespace, and a backslash takes the next character literally.
@@ -91,11 +102,8 @@ static char *
 session_options(PQconninfoOption *opts, ReplicatorSessionKind kind)
 {
 	StringInfoData buf;
-	const char *theirs = NULL;
+	const char *theirs = option_value(opts, "options");
 
-	for (PQconninfoOption *opt = opts; opt->keyword != NULL; opt++)
-		if (strcmp(opt->keyword, "options") == 0 && opt->val != NULL)
-			theirs = opt->val;
 	if (theirs == NULL)
 		theirs = getenv("PGOPTIONS");
 
@@ -139,15 +147,6 @@ split_list(const char *value)
 		items = lappend(items, pnstrdup(p, comma - p));
 		p = comma + 1;
 	}
-}
-
-static const char *
-option_value(PQconninfoOption *opts, const char *keyword)
-{
-	for (PQconninfoOption *opt = opts; opt->keyword != NULL; opt++)
-		if (strcmp(opt->keyword, keyword) == 0)
-			return opt->val;
-	return NULL;
 }
 
 /* libpq's own test: a directory or an abstract socket name */
@@ -644,7 +643,7 @@ replicator_remote_last_result(PGconn *conn)
  */
 PGresult *
 replicator_remote_one_row(PGconn *conn, const char *sql, int nparams, const char *const *values,
-			   char **error, bool *transient)
+						  char **error, bool *transient)
 {
 	PGresult   *res = replicator_remote_exec(conn, sql, nparams, values);
 
@@ -658,6 +657,39 @@ replicator_remote_one_row(PGconn *conn, const char *sql, int nparams, const char
 		return NULL;
 	}
 	return res;
+}
+
+/*
+ * The cells of res row by row, palloc'd (NULL for SQL NULL), with *bytes
+ * (if given) their total length.  res is cleared, also when copying fails:
+ * libpq's results are not palloc'd, and would leak past an error.
+ */
+char	  **
+replicator_result_cells(PGresult *res, int64 *bytes)
+{
+	int			n = PQntuples(res);
+	int			ncols = PQnfields(res);
+	char	  **cells;
+
+	PG_TRY();
+	{
+		cells = palloc(sizeof(char *) * Max(1, n * ncols));
+		for (int i = 0; i < n; i++)
+			for (int c = 0; c < ncols; c++)
+				cells[i * ncols + c] = PQgetisnull(res, i, c) ? NULL : pstrdup(PQgetvalue(res, i, c));
+	}
+	PG_CATCH();
+	{
+		PQclear(res);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (bytes)
+		for (int i = 0; i < n; i++)
+			for (int c = 0; c < ncols; c++)
+				*bytes += PQgetlength(res, i, c);
+	PQclear(res);
+	return cells;
 }
 
 /*
@@ -757,7 +789,6 @@ char *
 replicator_conninfo_mask(const char *conninfo, char **error)
 {
 	PQconninfoOption *opts;
-	PQconninfoOption *defaults;
 	char	   *errmsg = NULL;
 	StringInfoData buf;
 
@@ -771,29 +802,17 @@ replicator_conninfo_mask(const char *conninfo, char **error)
 			(*error)[strlen(*error) - 1] = '\0';
 		return NULL;
 	}
-	defaults = PQconndefaults();
-	if (defaults == NULL)
-	{
-		PQconninfoFree(opts);
-		*error = pstrdup("out of memory");
-		return NULL;
-	}
 	initStringInfo(&buf);
 	for (PQconninfoOption *opt = opts; opt->keyword != NULL; opt++)
 	{
 		const char *val = opt->val;
-		bool		secret = strcmp(opt->keyword, "password") == 0;
 
 		if (val == NULL || *val == '\0')
 			continue;
-		for (PQconninfoOption *d = defaults; d->keyword != NULL; d++)
-			if (strcmp(d->keyword, opt->keyword) == 0 && strchr(d->dispchar, '*') != NULL)
-				secret = true;
-		if (secret)
+		if (strchr(opt->dispchar, '*') != NULL)
 			val = "********";
 		replicator_conninfo_append(&buf, opt->keyword, val);
 	}
-	PQconninfoFree(defaults);
 	PQconninfoFree(opts);
 	return buf.data;
 }

@@ -33,8 +33,9 @@ extern PGresult *replicator_remote_exec(PGconn *conn, const char *sql, int npara
 extern int	replicator_remote_get_copy(PGconn *conn, char **buf);
 extern PGresult *replicator_remote_last_result(PGconn *conn);
 extern PGresult *replicator_remote_one_row(PGconn *conn, const char *sql, int nparams,
-								const char *const *values, char **error,
-								bool *transient);
+										   const char *const *values, char **error,
+										   bool *transient);
+extern char **replicator_result_cells(PGresult *res, int64 *bytes);
 extern bool replicator_remote_error_transient(const PGresult *res);
 extern void replicator_conninfo_append(StringInfo buf, const char *keyword, const char *value);
 extern char *replicator_remote_error(PGconn *conn, PGresult *res);

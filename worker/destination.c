@@ -70,11 +70,11 @@ replicator_remote_identity(PGconn *conn, char **error, bool *transient)
 {
 	/* pg_control_system() may be denied: then port and name alone */
 	PGresult   *res = replicator_remote_one_row(conn,
-									 "SELECT pg_catalog.concat_ws('/',"
-									 " coalesce((SELECT system_identifier::pg_catalog.text FROM pg_catalog.pg_control_system()"
-									 "  WHERE pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')), '?'),"
-									 " pg_catalog.current_setting('port'), pg_catalog.current_database())",
-									 0, NULL, error, transient);
+												"SELECT pg_catalog.concat_ws('/',"
+												" coalesce((SELECT system_identifier::pg_catalog.text FROM pg_catalog.pg_control_system()"
+												"  WHERE pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')), '?'),"
+												" pg_catalog.current_setting('port'), pg_catalog.current_database())",
+												0, NULL, error, transient);
 	char	   *identity;
 
 	if (res == NULL)
@@ -158,7 +158,7 @@ replicator_read_source_facts(Oid nspid, const char *replica, SourceFacts *facts)
  */
 bool
 replicator_first_event_matches(PGconn *conn, SourceFacts *facts, char **detail, char **contents,
-					bool *transient)
+							   bool *transient)
 {
 	char	   *params[3];
 	PGresult   *res;
@@ -168,13 +168,13 @@ replicator_first_event_matches(PGconn *conn, SourceFacts *facts, char **detail, 
 	params[1] = psprintf(INT64_FORMAT, (int64) facts->first_ts);
 	params[2] = facts->first_event;
 	res = replicator_remote_one_row(conn,
-						 "SELECT id OPERATOR(pg_catalog.=) $1::pg_catalog.int8"
-						 " AND ts OPERATOR(pg_catalog.=) ('2000-01-01 00:00:00+00'::pg_catalog.timestamptz"
-						 "  OPERATOR(pg_catalog.+) ($2::pg_catalog.int8 OPERATOR(pg_catalog.*) interval '1 microsecond'))"
-						 " AND event::pg_catalog.text OPERATOR(pg_catalog.=) $3,"
-						 " id, ts, pg_catalog.left(event::pg_catalog.text, 200)"
-						 " FROM events ORDER BY id LIMIT 1",
-						 3, (const char *const *) params, detail, transient);
+									"SELECT id OPERATOR(pg_catalog.=) $1::pg_catalog.int8"
+									" AND ts OPERATOR(pg_catalog.=) ('2000-01-01 00:00:00+00'::pg_catalog.timestamptz"
+									"  OPERATOR(pg_catalog.+) ($2::pg_catalog.int8 OPERATOR(pg_catalog.*) interval '1 microsecond'))"
+									" AND event::pg_catalog.text OPERATOR(pg_catalog.=) $3,"
+									" id, ts, pg_catalog.left(event::pg_catalog.text, 200)"
+									" FROM events ORDER BY id LIMIT 1",
+									3, (const char *const *) params, detail, transient);
 	if (res == NULL)
 		return false;
 	same = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
@@ -288,11 +288,11 @@ last_event_matches(PGconn *conn, SourceFacts *facts, int64 id, char **detail,
 	params[1] = psprintf(INT64_FORMAT, (int64) ts);
 	params[2] = event;
 	res = replicator_remote_one_row(conn,
-						 "SELECT ts OPERATOR(pg_catalog.=) ('2000-01-01 00:00:00+00'::pg_catalog.timestamptz"
-						 "  OPERATOR(pg_catalog.+) ($2::pg_catalog.int8 OPERATOR(pg_catalog.*) interval '1 microsecond')),"
-						 " event::pg_catalog.text OPERATOR(pg_catalog.=) $3"
-						 " FROM events WHERE id OPERATOR(pg_catalog.=) $1::pg_catalog.int8",
-						 3, (const char *const *) params, detail, transient);
+									"SELECT ts OPERATOR(pg_catalog.=) ('2000-01-01 00:00:00+00'::pg_catalog.timestamptz"
+									"  OPERATOR(pg_catalog.+) ($2::pg_catalog.int8 OPERATOR(pg_catalog.*) interval '1 microsecond')),"
+									" event::pg_catalog.text OPERATOR(pg_catalog.=) $3"
+									" FROM events WHERE id OPERATOR(pg_catalog.=) $1::pg_catalog.int8",
+									3, (const char *const *) params, detail, transient);
 	if (res == NULL)
 		return false;
 	same_ts = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
@@ -369,7 +369,7 @@ replicator_check_destination(PGconn *conn, SourceFacts *facts, bool create_table
 
 	if (strcmp(info->identity, facts->identity) == 0)
 		return replicator_add_check(checks, "not the source", false,
-						 psprintf("the destination is the source database itself (%s)", info->identity));
+									psprintf("the destination is the source database itself (%s)", info->identity));
 	checks = replicator_add_check(checks, "not the source", true, psprintf("destination is %s", info->identity));
 
 	forboth(ln, facts->other_names, li, facts->other_identities)
@@ -377,8 +377,8 @@ replicator_check_destination(PGconn *conn, SourceFacts *facts, bool create_table
 		if (strcmp((char *) lfirst(li), info->identity) == 0)
 		{
 			checks = replicator_add_check(checks, "distinct destination", false,
-							   psprintf("replica \"%s\" already streams to this database (%s)",
-										(char *) lfirst(ln), info->identity));
+										  psprintf("replica \"%s\" already streams to this database (%s)",
+												   (char *) lfirst(ln), info->identity));
 			distinct = false;
 		}
 	}
@@ -401,8 +401,8 @@ replicator_check_destination(PGconn *conn, SourceFacts *facts, bool create_table
 	if (*PQgetvalue(res, 0, 0) != '\0')
 	{
 		checks = replicator_add_check(checks, "no source objects", false,
-						   psprintf("the destination holds event source objects (%s): it is an event source, not a destination",
-									PQgetvalue(res, 0, 0)));
+									  psprintf("the destination holds event source objects (%s): it is an event source, not a destination",
+											   PQgetvalue(res, 0, 0)));
 		PQclear(res);
 		return checks;
 	}
@@ -445,8 +445,8 @@ replicator_check_destination(PGconn *conn, SourceFacts *facts, bool create_table
 		if (strcmp(columns, EVENTS_COLUMNS) != 0 || !pk)
 		{
 			checks = replicator_add_check(checks, "events table", false,
-							   psprintf("table events has columns (%s)%s; it must be (id bigint primary key, ts timestamp with time zone, event jsonb)",
-										columns, pk ? "" : " without id as its primary key"));
+										  psprintf("table events has columns (%s)%s; it must be (id bigint primary key, ts timestamp with time zone, event jsonb)",
+												   columns, pk ? "" : " without id as its primary key"));
 			PQclear(res);
 			return checks;
 		}
@@ -464,17 +464,17 @@ replicator_check_destination(PGconn *conn, SourceFacts *facts, bool create_table
 	PQclear(res);
 	if (info->count != info->max_id)
 		return replicator_add_check(checks, "no gaps", false,
-						 psprintf("the destination holds " INT64_FORMAT " events but its max(id) is " INT64_FORMAT,
-								  info->count, info->max_id));
+									psprintf("the destination holds " INT64_FORMAT " events but its max(id) is " INT64_FORMAT,
+											 info->count, info->max_id));
 	checks = replicator_add_check(checks, "no gaps", true,
-					   psprintf("count = max(id) = " INT64_FORMAT, info->max_id));
+								  psprintf("count = max(id) = " INT64_FORMAT, info->max_id));
 
 	if (info->max_id > facts->max_id)
 		return replicator_add_check(checks, "not ahead of source", false,
-						 psprintf("the destination's max(id) " INT64_FORMAT " is above the source's " INT64_FORMAT,
-								  info->max_id, facts->max_id));
+									psprintf("the destination's max(id) " INT64_FORMAT " is above the source's " INT64_FORMAT,
+											 info->max_id, facts->max_id));
 	checks = replicator_add_check(checks, "not ahead of source", true,
-					   psprintf("destination " INT64_FORMAT ", source " INT64_FORMAT, info->max_id, facts->max_id));
+								  psprintf("destination " INT64_FORMAT ", source " INT64_FORMAT, info->max_id, facts->max_id));
 
 	/* the first event, exactly */
 	if (info->max_id > 0)
@@ -503,7 +503,7 @@ replicator_check_destination(PGconn *conn, SourceFacts *facts, bool create_table
 		if (!last_event_matches(conn, facts, info->max_id, &detail, &transient))
 			return add_failed_query(checks, "same last event", detail, transient);
 		checks = replicator_add_check(checks, "same last event", true,
-						   psprintf("id " INT64_FORMAT, info->max_id));
+									  psprintf("id " INT64_FORMAT, info->max_id));
 	}
 	else
 		checks = replicator_add_check(checks, "same last event", true, pstrdup("the destination is empty"));

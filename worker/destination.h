@@ -51,9 +51,9 @@ typedef struct SourceFacts
 extern void replicator_read_source_facts(Oid nspid, const char *replica, SourceFacts *facts);
 extern List *replicator_add_check(List *checks, const char *check, bool ok, char *detail);
 extern List *replicator_check_destination(PGconn *conn, SourceFacts *facts, bool create_table,
-							   DestinationInfo *info);
+										  DestinationInfo *info);
 extern bool replicator_first_event_matches(PGconn *conn, SourceFacts *facts, char **detail,
-								char **contents, bool *transient);
+										   char **contents, bool *transient);
 extern char *replicator_first_failure(List *checks, bool *transient);
 extern char *replicator_source_identity(void);
 extern char *replicator_remote_identity(PGconn *conn, char **error, bool *transient);

@@ -238,14 +238,14 @@ read_config(void)
 	ReplicaConfig config = {false, NULL, true, InvalidOid, InvalidOid, InvalidOid, NULL};
 	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext spi;
-	Oid			nspid = replicator_source_namespace();
+	ReplicatorExtension ext;
 	Datum		args[1];
 
 	/* checked first: a dropped extension never reaches a saved plan */
-	if (!OidIsValid(nspid))
+	if (!replicator_extension(&ext))
 		return config;
 	/* a new library before ALTER EXTENSION UPDATE: say so, and retry later */
-	replicator_check_sql_version();
+	replicator_require_sql_version(ext.version);
 	args[0] = CStringGetTextDatum(replica);
 	if (SPI_execute_plan(get_config_plan(), args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read replicator.replicas");
@@ -257,13 +257,13 @@ read_config(void)
 	config.conninfo = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	config.incarnation = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
 	MemoryContextSwitchTo(spi);
-	config.extoid = get_extension_oid("replicator", true);
-	config.events_relid = get_relname_relid("events", nspid);
+	config.extoid = ext.oid;
+	config.events_relid = get_relname_relid("events", ext.nspid);
 	/* decided now, from who last changed the conninfo: not stored */
 	config.require_password =
 		replicator_replica_requires_password(SPI_getvalue(SPI_tuptable->vals[0],
 														  SPI_tuptable->tupdesc, 2));
-	config.nspid = nspid;
+	config.nspid = ext.nspid;
 	return config;
 }
 
@@ -822,9 +822,9 @@ replicator_stream_main(Datum arg)
 			LWLockRelease(ReplicatorState->lock);
 			attempt = 0;
 			apply = replicator_apply_open(conn, config.conninfo, appname,
-							   config.require_password, info.identity,
-							   replicator_destination_sessions, info.max_id,
-							   batch_committed, &error);
+										  config.require_password, info.identity,
+										  replicator_destination_sessions, info.max_id,
+										  batch_committed, &error);
 			if (apply != NULL)
 			{
 				bool		invalid;
