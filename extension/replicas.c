@@ -464,8 +464,8 @@ replicator_worker_stats(PG_FUNCTION_ARGS)
 	for (int i = 0; i < n; i++)
 	{
 		ReplicaSlot *s = &copy[i];
-		Datum		values[9];
-		bool		nulls[9] = {false};
+		Datum		values[11];
+		bool		nulls[11] = {false};
 
 		values[0] = CStringGetTextDatum(s->name);
 		values[1] = Int32GetDatum(s->pid);
@@ -482,6 +482,10 @@ replicator_worker_stats(PG_FUNCTION_ARGS)
 		nulls[7] = s->last_error_at == 0;
 		values[8] = TimestampTzGetDatum(s->last_contact);
 		nulls[8] = s->last_contact == 0;
+		values[9] = Int32GetDatum(s->tables);
+		nulls[9] = s->tables < 0 || s->position < 0;
+		values[10] = Int64GetDatum(s->diverged);
+		nulls[10] = !s->is_node;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -149,7 +149,7 @@ like($err, qr/restore_events: the remote's ids are not exactly 1\.\.max\(id\): 3
 	'restore_events refuses a remote whose ids do not start at 1');
 is($rst->safe_psql('empty_source', 'SELECT count(*) FROM events'), '0', 'and the source stays empty');
 
-# --- ALTER EXTENSION UPDATE from 1.0: exactly a fresh 1.1, events kept
+# --- ALTER EXTENSION UPDATE from 1.0: exactly a fresh 1.2, events kept
 $rst->safe_psql('postgres', 'CREATE DATABASE updated; CREATE DATABASE fresh');
 $rst->safe_psql('updated', q{
 CREATE EXTENSION replicator VERSION '1.0';
@@ -161,7 +161,7 @@ INSERT INTO replicator.replicas (name, conninfo, enabled) VALUES ('kept', 'host=
 my $before = dump_events($rst, 'updated');
 $rst->safe_psql('updated', 'ALTER EXTENSION replicator UPDATE');
 is($rst->safe_psql('updated', q{SELECT extversion FROM pg_extension WHERE extname = 'replicator'}),
-	'1.1', 'updated to 1.1');
+	'1.2', 'updated to 1.2 (1.0 -> 1.1 -> 1.2)');
 is(dump_events($rst, 'updated'), $before, 'the update keeps every event');
 $rst->safe_psql('fresh', 'CREATE EXTENSION replicator');
 
@@ -277,11 +277,11 @@ my %in_fresh = map { $_ => 1 } @objects_fresh;
 my %in_updated = map { $_ => 1 } @objects_updated;
 my @only_updated = grep { !$in_fresh{$_} } @objects_updated;
 my @only_fresh = grep { !$in_updated{$_} } @objects_fresh;
-cmp_ok(scalar(@objects_fresh), '>', 50, scalar(@objects_fresh) . ' object descriptions of a fresh 1.1 install');
+cmp_ok(scalar(@objects_fresh), '>', 50, scalar(@objects_fresh) . ' object descriptions of a fresh 1.2 install');
 is( join("\n---\n",
 		(map { "only after UPDATE: $_" } @only_updated),
 		(map { "only in a fresh install: $_" } @only_fresh)),
-	'', 'ALTER EXTENSION UPDATE from 1.0 gives exactly the objects of a fresh 1.1 install');
+	'', 'ALTER EXTENSION UPDATE from 1.0 gives exactly the objects of a fresh 1.2 install');
 like($fresh, qr/^function insert_events_array\(jsonb\[\]\)/m, 'the description names the functions');
 like($fresh, qr/^config table replicator\.replicas condition ''$/m, 'and the config tables');
 

@@ -34,6 +34,7 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "commands/dbcommands.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -317,6 +318,7 @@ replicator_scan_main(Datum arg)
 	ListCell   *lc;
 	uint64		generation = 0;
 	bool		installed;
+	ReplicatorExtension ext;
 
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -339,11 +341,25 @@ replicator_scan_main(Datum arg)
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	installed = OidIsValid(replicator_source_namespace());
-	if (installed)
+	installed = replicator_extension(&ext);
+	/* a new library before ALTER EXTENSION UPDATE: stream nothing, say why */
+	if (installed && strcmp(ext.version, REPLICATOR_SQL_VERSION) != 0)
+		ereport(WARNING,
+				(errmsg("replicator: database \"%s\" has version %s of the extension's SQL objects, the library needs %s: nothing is streamed",
+						get_database_name(dboid), ext.version, REPLICATOR_SQL_VERSION),
+				 errhint("Run ALTER EXTENSION replicator UPDATE in that database.")));
+	else if (installed)
 	{
-		int			ret = SPI_execute("SELECT name FROM replicator.replicas"
-									  " WHERE enabled AND invalid_reason IS NULL",
+		/*
+		 * Streamed: the enabled, valid slaves, by a master or a standalone
+		 * source; never this node itself, and nothing by a slave.
+		 */
+		int			ret = SPI_execute("SELECT r.name FROM replicator.replicas r"
+									  " LEFT JOIN replicator.node_state n ON true"
+									  " WHERE r.enabled AND r.invalid_reason IS NULL"
+									  " AND r.role OPERATOR(pg_catalog.=) 'slave'"
+									  " AND (n.name IS NULL OR (n.master OPERATOR(pg_catalog.=) n.name"
+									  "  AND r.name OPERATOR(pg_catalog.<>) n.name))",
 									  true, 0);
 
 		if (ret != SPI_OK_SELECT)
@@ -420,6 +436,8 @@ replicator_scan_main(Datum arg)
 		free_slot->dboid = dboid;
 		strlcpy(free_slot->name, name, REPLICA_NAME_LEN);
 		free_slot->position = -1;
+		free_slot->tables = -1;
+		free_slot->lag_tolerance_ms = -1;
 	}
 	LWLockRelease(ReplicatorState->lock);
 }

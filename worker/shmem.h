@@ -12,12 +12,14 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 
 #define REPLICATOR_MAX_REPLICAS		64
 #define REPLICA_NAME_LEN			64
 #define REPLICA_ERROR_LEN			512
+#define REPLICA_CONNINFO_LEN		1024
 
 typedef enum ReplicaState
 {
@@ -50,7 +52,23 @@ typedef struct ReplicaSlot
 	char		last_error[REPLICA_ERROR_LEN];
 	TimestampTz last_error_at;
 	TimestampTz last_contact;
+
+	/* topology (1.2): set by the scan from the catalog */
+	int64		lag_tolerance_ms;	/* -1: none */
+	char		conninfo[REPLICA_CONNINFO_LEN]; /* without its password */
+	/* reported by the worker */
+	bool		is_node;		/* the destination has the extension: a slave */
+	TimestampTz behind_since;	/* ts of the oldest event it lacks, 0 if none */
+	int32		tables;			/* user tables in the destination, -1 unknown */
+	int64		diverged;		/* events it set aside when it joined us */
 } ReplicaSlot;
+
+typedef enum ReadRouting
+{
+	ROUTING_LEAST_LAG = 0,
+	ROUTING_ROUND_ROBIN,
+	ROUTING_RANDOM
+} ReadRouting;
 
 /* A database the launcher knows of. */
 typedef struct DatabaseEntry
@@ -61,6 +79,18 @@ typedef struct DatabaseEntry
 	pid_t		scan_pid;		/* scan worker running, 0 if none */
 	TimestampTz scan_started;
 	TimestampTz dropping_until; /* DROP DATABASE under way: start nothing */
+
+	/* topology (1.2): set by the scan from the catalog */
+	bool		in_topology;	/* this database is a node */
+	bool		is_master;
+	ReadRouting routing;
+	char		node_name[REPLICA_NAME_LEN];
+	char		master_name[REPLICA_NAME_LEN];
+	char		master_conninfo[REPLICA_CONNINFO_LEN];	/* without password */
+	pg_atomic_uint64 round_robin;	/* read_replica's turn, for all sessions */
+	/* set by promote() while it switches over: insert_events refuses */
+	bool		fenced;
+	char		fenced_for[REPLICA_NAME_LEN];
 } DatabaseEntry;
 
 typedef struct ReplicatorShared

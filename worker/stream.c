@@ -105,8 +105,14 @@ static SPIPlanPtr config_plan = NULL;
 static SPIPlanPtr
 get_config_plan(void)
 {
-	const char *sql = "SELECT conninfo, changed_by, incarnation::pg_catalog.text FROM replicator.replicas"
-		" WHERE name OPERATOR(pg_catalog.=) $1 AND enabled AND invalid_reason IS NULL";
+	/* the scan's condition (launcher.c): a slave, and we are its master */
+	const char *sql = "SELECT r.conninfo, r.changed_by, r.incarnation::pg_catalog.text,"
+		" n.name, n.epoch FROM replicator.replicas r"
+		" LEFT JOIN replicator.node_state n ON true"
+		" WHERE r.name OPERATOR(pg_catalog.=) $1 AND r.enabled AND r.invalid_reason IS NULL"
+		" AND r.role OPERATOR(pg_catalog.=) 'slave'"
+		" AND (n.name IS NULL OR (n.master OPERATOR(pg_catalog.=) n.name"
+		"  AND r.name OPERATOR(pg_catalog.<>) n.name))";
 	Oid			text_arg[1] = {TEXTOID};
 
 	if (config_plan == NULL)
