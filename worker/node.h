@@ -33,6 +33,7 @@ extern bool replicator_read_node_state(NodeState *state, bool for_update);
 extern char *replicator_topology_push_document(void);
 extern int64 replicator_local_max_id(Oid nspid, TimestampTz *max_ts);
 extern bool replicator_node_role_now(char *name, char *master, int64 *epoch);
+extern TimestampTz replicator_event_ts(Oid nspid, int64 id);
 
 /* switchover fence, in shared memory: insert_events refuses meanwhile */
 extern void replicator_fence(const char *fenced_for);
