@@ -347,7 +347,7 @@ replicator_master_heartbeat(PG_FUNCTION_ARGS)
 	SPI_connect();
 	if (replicator_spi_execute_as_owner(psprintf("UPDATE replicator.node_state SET contact_at = pg_catalog.now(),"
 												 " contact_master_max_id = $2,"
-												 " contact_lag_events = pg_catalog.greatest($2 OPERATOR(pg_catalog.-)"
+												 " contact_lag_events = GREATEST($2 OPERATOR(pg_catalog.-)"
 												 "   (SELECT coalesce(pg_catalog.max(e.id), 0) FROM %s e), 0),"
 												 " contact_lag = coalesce(pg_catalog.now() OPERATOR(pg_catalog.-) $3, interval '0')"
 												 " WHERE epoch OPERATOR(pg_catalog.=) $1 AND name OPERATOR(pg_catalog.<>) master",
@@ -423,7 +423,7 @@ replicator_become_master(NodeState *state, int64 epoch, const char *how, const c
 			   " topology_md5 = NULL",
 			   2, types, values, SPI_OK_UPDATE);
 	exec_owner("INSERT INTO replicator.epochs (epoch, master, first_id, how, detail)"
-			   " VALUES ($1, $2, $3, $4, pg_catalog.nullif($5, ''))",
+			   " VALUES ($1, $2, $3, $4, NULLIF($5, ''))",
 			   5, types, values, SPI_OK_INSERT);
 	/* the one master row moves: the old one first, for the unique index */
 	exec_owner("UPDATE replicator.replicas SET role = 'slave'"
