@@ -201,7 +201,7 @@ apply_topology(Jsonb *topology, const char *md5)
 			   " started_at pg_catalog.timestamptz, how pg_catalog.text, detail pg_catalog.text)",
 			   1, types, values, SPI_OK_INSERT);
 	values[1] = CStringGetTextDatum(md5);
-	exec_owner("UPDATE replicator.node_state SET routing = $1 OPERATOR(pg_catalog.->>) 'routing',"
+	exec_owner("UPDATE replicator.node_state SET routing = coalesce($1 OPERATOR(pg_catalog.->>) 'routing', routing),"
 			   " topology_md5 = $2",
 			   2, types, values, SPI_OK_UPDATE);
 }
