@@ -150,8 +150,25 @@ ask_position(NodeRow *row, char **name, int64 *epoch, int64 *max_id, char **why)
 
 	if (conn == NULL)
 		return false;
-	res = replicator_remote_one_row(conn, "SELECT name, epoch, max_id FROM replicator.node_position()",
+	/* a plain destination (no extension) says only how many events it has */
+	res = replicator_remote_one_row(conn,
+									"SELECT CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_extension"
+									"  WHERE extname OPERATOR(pg_catalog.=) 'replicator')"
+									" THEN 'node' ELSE 'plain' END",
 									0, NULL, why, &transient);
+	if (res != NULL && strcmp(PQgetvalue(res, 0, 0), "plain") == 0)
+	{
+		PQclear(res);
+		res = replicator_remote_one_row(conn,
+										"SELECT NULL, 0, coalesce(pg_catalog.max(id), 0) FROM events",
+										0, NULL, why, &transient);
+	}
+	else if (res != NULL)
+	{
+		PQclear(res);
+		res = replicator_remote_one_row(conn, "SELECT name, epoch, max_id FROM replicator.node_position()",
+										0, NULL, why, &transient);
+	}
 	if (res != NULL)
 	{
 		*name = PQgetisnull(res, 0, 0) ? NULL : pstrdup(PQgetvalue(res, 0, 0));
@@ -398,6 +415,13 @@ failover(NodeState *state, bool force)
 					 errmsg("failover refused: node \"%s\" is at epoch " INT64_FORMAT ", this node at " INT64_FORMAT,
 							row->name, other_epoch, state->epoch),
 					 errdetail("A newer master exists; its stream will reach this node.")));
+		if (other == NULL && other_max > max_id)
+		{
+			/* a plain destination: it holds events this node lacks */
+			appendStringInfo(&reasons, "Destination \"%s\" (no extension) holds " INT64_FORMAT " events, this node " INT64_FORMAT ". ",
+							 row->name, other_max, max_id);
+			continue;
+		}
 		if (other_epoch < state->epoch)
 			continue;
 		if (other != NULL && strcmp(row->name, state->master) == 0)
