@@ -206,6 +206,29 @@ apply_topology(Jsonb *topology, const char *md5)
 			   2, types, values, SPI_OK_UPDATE);
 }
 
+/*
+ * Whether this node and the master's topology began with the same
+ * registration: epoch 1 with the same master, started at the same moment.
+ * A master of another topology must not demote this node.
+ */
+static bool
+same_topology(Jsonb *topology)
+{
+	Oid			types[1] = {JSONBOID};
+	Datum		values[1] = {JsonbPGetDatum(topology)};
+	bool		isnull;
+
+	exec_owner("SELECT NOT EXISTS (SELECT FROM replicator.epochs WHERE epoch OPERATOR(pg_catalog.=) 1)"
+			   " OR EXISTS (SELECT FROM replicator.epochs l,"
+			   "  pg_catalog.jsonb_to_recordset($1 OPERATOR(pg_catalog.->) 'epochs')"
+			   "  AS e(epoch pg_catalog.int8, master pg_catalog.text, started_at pg_catalog.timestamptz)"
+			   "  WHERE l.epoch OPERATOR(pg_catalog.=) 1 AND e.epoch OPERATOR(pg_catalog.=) 1"
+			   "  AND l.master OPERATOR(pg_catalog.=) e.master"
+			   "  AND l.started_at OPERATOR(pg_catalog.=) e.started_at)",
+			   1, types, values, SPI_OK_SELECT);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
 /* Insert or update this node's row. */
 static void
 set_node_state(const char *name, int64 epoch, const char *master)
@@ -274,6 +297,12 @@ replicator_attach_to_master(PG_FUNCTION_ARGS)
 															  CStringGetTextDatum(JsonbToCString(NULL, &topology->root,
 																								 VARSIZE(topology))))));
 
+	if (state.exists && !same_topology(topology))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("node \"%s\" belongs to another topology than \"%s\"", state.name, master),
+				 errdetail("Their first epochs differ (master and start), so their histories are not one."),
+				 errhint("A node leaves its topology only by DROP EXTENSION replicator.")));
 	if (!state.exists || state.epoch < epoch)
 	{
 		int64		max_id;

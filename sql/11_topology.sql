@@ -85,10 +85,12 @@ SELECT first_id FROM insert_events_array(ARRAY['{"on":"new master"}']::jsonb[]);
 -- events from id 2 on are set aside, never dropped
 SELECT max_id, diverged FROM replicator.attach_to_master('t', 3, 's1',
 	jsonb_build_object('master', 't', 'epoch', 3, 'routing', 'least-lag', 'nodes', '[]'::jsonb,
-		'epochs', jsonb_build_array(
-			jsonb_build_object('epoch', 1, 'master', 'm', 'first_id', 1, 'how', 'registered', 'started_at', now()),
-			jsonb_build_object('epoch', 3, 'master', 't', 'first_id', 2, 'how', 'failover', 'started_at', now()))));
+		'epochs', (SELECT jsonb_agg(to_jsonb(e)) FROM replicator.epochs e WHERE epoch = 1)
+			|| jsonb_build_object('epoch', 3, 'master', 't', 'first_id', 2, 'how', 'failover', 'started_at', now())));
 SELECT id, event, epoch FROM replicator.diverged_events;
+-- a master of another topology (another first epoch) is refused
+SELECT * FROM replicator.attach_to_master('x', 9, 's1',
+	'{"nodes": [], "epochs": [{"epoch": 1, "master": "x", "first_id": 1, "started_at": "2026-01-01"}]}');
 SELECT id, event FROM events ORDER BY id;
 SELECT name, epoch, master FROM replicator.node_state;
 SELECT insert_events_array(ARRAY['{"on":"demoted"}']::jsonb[]);
