@@ -29,6 +29,7 @@
 #include "connection.h"
 #include "destination.h"
 #include "dump_restore.h"
+#include "replicas.h"
 #include "shmem.h"
 
 #define REPLICA_NAME_PATTERN_HINT "A replica name is 1 to 48 letters, digits, '_', '.' or '-'."
@@ -47,6 +48,13 @@ check_admin(void)
 			 errmsg("permission denied to manage replicas"),
 			 errdetail("Only superusers and members of replicator_admin manage destinations."),
 			 errhint("GRANT replicator_admin TO %s;", GetUserNameFromId(GetUserId(), false))));
+}
+
+/* For the API of other files: the same rule. */
+void
+replicator_check_admin(void)
+{
+	check_admin();
 }
 
 static char *
