@@ -128,10 +128,9 @@ replicator_topology_read(ScanTopology *topology)
 			topology->routing = ROUTING_LEAST_LAG;
 	}
 
-	/* a negative tolerance tolerates nothing, as 0 */
 	ret = SPI_execute("SELECT name, role OPERATOR(pg_catalog.=) 'master', conninfo,"
-					  " pg_catalog.greatest(0, pg_catalog.round(pg_catalog.extract(epoch FROM lag_tolerance)"
-					  "  OPERATOR(pg_catalog.*) 1000))::pg_catalog.int8"
+					  " pg_catalog.round(pg_catalog.extract('epoch', lag_tolerance)"
+					  "  OPERATOR(pg_catalog.*) 1000)::pg_catalog.int8"
 					  " FROM replicator.replicas",
 					  true, 0);
 	if (ret != SPI_OK_SELECT)
@@ -148,7 +147,8 @@ replicator_topology_read(ScanTopology *topology)
 		old = MemoryContextSwitchTo(top);
 		replica->conninfo = pstrdup(public_conninfo(replica->name, conninfo));
 		MemoryContextSwitchTo(old);
-		replica->lag_tolerance_ms = tolerance ? pg_strtoint64(tolerance) : -1;
+		/* a negative tolerance tolerates nothing, as 0 */
+		replica->lag_tolerance_ms = tolerance ? Max(0, pg_strtoint64(tolerance)) : -1;
 		topology->replicas = lappend(topology->replicas, replica);
 	}
 
