@@ -191,6 +191,7 @@ is(counts(picks(30)), 's2=30', 'least-lag: the freshest (s2 before s3 among equa
 is(counts(picks(10, $s1_pos)), 's2=10', 'least-lag with an old min_event_id: still the freshest');
 
 $lock->query_safe('COMMIT');
+$lock->quit;
 ok(wait_replica($master, 's1'), 's1 caught up once released');
 $master->poll_query_until('postgres',
 	q{SELECT name = 's1' FROM replicator.read_replica()})
@@ -220,6 +221,7 @@ is($master->safe_psql('postgres',
 	's3', 'only s3 is stale');
 
 $lock->query_safe('COMMIT');
+$lock->quit;
 ok(wait_replica($master, 's3'), 's3 caught up once released');
 ok( $master->poll_query_until('postgres',
 		q{SELECT NOT stale FROM replicator.replica_status WHERE name = 's3'}),
