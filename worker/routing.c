@@ -144,17 +144,19 @@ replicator_topology_read(ScanTopology *topology)
 
 		replica->name = value_in(r, 1, top);
 		replica->is_master = strcmp(SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2), "t") == 0;
-		old = MemoryContextSwitchTo(top);
-		replica->conninfo = pstrdup(public_conninfo(replica->name, conninfo));
-		MemoryContextSwitchTo(old);
 		/* a negative tolerance tolerates nothing, as 0 */
 		replica->lag_tolerance_ms = tolerance ? Max(0, pg_strtoint64(tolerance)) : -1;
+		/* SPI's context ends with SPI_finish: the list outlives it */
+		old = MemoryContextSwitchTo(top);
+		replica->conninfo = pstrdup(public_conninfo(replica->name, conninfo));
 		topology->replicas = lappend(topology->replicas, replica);
+		MemoryContextSwitchTo(old);
 	}
 
 	/*
-	 * The master: the row node_state names, else the one with role 'master'
-	 * (a standalone source has neither).
+	 * The master: the row node_state names (after a failover its role may
+	 * still say 'slave'); with no node_state row, the one with role
+	 * 'master'; a standalone source has neither.
 	 */
 	foreach(lc, topology->replicas)
 	{
@@ -167,17 +169,7 @@ replicator_topology_read(ScanTopology *topology)
 			topology->master_conninfo = replica->conninfo;
 		}
 	}
-	if (master && topology->master_name == NULL)
-		foreach(lc, topology->replicas)
-		{
-			ScanReplica *replica = lfirst(lc);
-
-			if (replica->is_master)
-			{
-				topology->master_name = master;
-				topology->master_conninfo = replica->conninfo;
-			}
-		}
+	/* a master with no row here: its name, and no conninfo to give */
 	if (master && topology->master_name == NULL)
 		topology->master_name = master;
 }
