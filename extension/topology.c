@@ -27,12 +27,3 @@ replicator_topology(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-PG_FUNCTION_INFO_V1(replicator_set_read_routing);
-
-Datum
-replicator_set_read_routing(PG_FUNCTION_ARGS)
-{
-	ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("not implemented yet")));
-	PG_RETURN_VOID();
-}
-

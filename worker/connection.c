@@ -817,6 +817,27 @@ replicator_conninfo_mask(const char *conninfo, char **error)
 	return buf.data;
 }
 
+/*
+ * conninfo without the options libpq marks secret (password, sslpassword),
+ * for roles that may connect but not learn the credentials: read_replica()
+ * returns it to any role.  NULL if libpq cannot parse it.
+ */
+char *
+replicator_conninfo_without_password(const char *conninfo)
+{
+	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+	StringInfoData buf;
+
+	if (opts == NULL)
+		return NULL;
+	initStringInfo(&buf);
+	for (PQconninfoOption *opt = opts; opt->keyword != NULL; opt++)
+		if (opt->val != NULL && *opt->val != '\0' && strchr(opt->dispchar, '*') == NULL)
+			replicator_conninfo_append(&buf, opt->keyword, opt->val);
+	PQconninfoFree(opts);
+	return buf.data;
+}
+
 /* The password in conninfo, or NULL; conninfo must parse. */
 char *
 replicator_conninfo_password(const char *conninfo)

@@ -42,5 +42,6 @@ extern char *replicator_remote_error(PGconn *conn, PGresult *res);
 extern char *replicator_remote_expect(PGconn *conn, PGresult *res, ExecStatusType expected);
 extern char *replicator_conninfo_mask(const char *conninfo, char **error);
 extern char *replicator_conninfo_password(const char *conninfo);
+extern char *replicator_conninfo_without_password(const char *conninfo);
 
 #endif							/* REPLICATOR_CONNECTION_H */

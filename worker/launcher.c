@@ -43,6 +43,7 @@
 
 #include "catalog.h"
 #include "launcher.h"
+#include "routing.h"
 #include "settings.h"
 #include "shmem.h"
 #include "stream.h"
@@ -319,6 +320,7 @@ replicator_scan_main(Datum arg)
 	uint64		generation = 0;
 	bool		installed;
 	ReplicatorExtension ext;
+	ScanTopology topology;
 
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -341,6 +343,7 @@ replicator_scan_main(Datum arg)
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	memset(&topology, 0, sizeof(topology));
 	installed = replicator_extension(&ext);
 	/* a new library before ALTER EXTENSION UPDATE: stream nothing, say why */
 	if (installed && strcmp(ext.version, REPLICATOR_SQL_VERSION) != 0)
@@ -371,6 +374,8 @@ replicator_scan_main(Datum arg)
 			names = lappend(names, SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1));
 			MemoryContextSwitchTo(old);
 		}
+		/* what read_replica() routes by */
+		replicator_topology_read(&topology);
 	}
 	PopActiveSnapshot();
 	SPI_finish();
@@ -439,5 +444,6 @@ replicator_scan_main(Datum arg)
 		free_slot->tables = -1;
 		free_slot->lag_tolerance_ms = -1;
 	}
+	replicator_topology_store(dboid, &topology);
 	LWLockRelease(ReplicatorState->lock);
 }

@@ -75,6 +75,7 @@
 #include "destination.h"
 #include "node.h"
 #include "node_link.h"
+#include "routing.h"
 #include "settings.h"
 #include "shmem.h"
 #include "stream.h"
@@ -583,8 +584,11 @@ same_incarnation(const ReplicaConfig *config, const ReplicaConfig *connected)
 static void
 batch_committed(int64 last_id, int count, int64 bytes)
 {
+	TimestampTz behind_since = replicator_lag_batch_committed(slot, last_id);
+
 	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
 	slot->position = last_id;
+	slot->behind_since = behind_since;
 	slot->events_sent += count;
 	slot->bytes_sent += bytes;
 	slot->last_contact = GetCurrentTimestamp();
@@ -782,6 +786,11 @@ stream(ApplySet *apply, const ReplicaConfig *connected)
 		if (read == READ_REPLACED)
 			return pstrdup("the extension was dropped and created again: starting over with full checks");
 		have_batch = (read == READ_BATCH);
+		if (have_batch)
+			replicator_lag_batch_read(slot, batch.first_id, batch.last_id,
+									  DatumGetTimestampTz(tss[0]), batch.more);
+		else
+			replicator_lag_read_nothing(slot);
 
 		/*
 		 * Durable before sent.  Per batch, since any batch may hold an
@@ -1002,6 +1011,8 @@ replicator_stream_main(Datum arg)
 			slot->last_contact = GetCurrentTimestamp();
 			LWLockRelease(ReplicatorState->lock);
 			attempt = 0;
+			replicator_lag_reset();
+			replicator_report_tables(conn, slot, replica);
 			apply = replicator_apply_open(conn, config.conninfo, appname,
 										  config.require_password, info.identity,
 										  is_node ? &attach : NULL,
