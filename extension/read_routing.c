@@ -41,6 +41,8 @@ replicator_set_read_routing(PG_FUNCTION_ARGS)
 	uint64		updated;
 
 	replicator_check_admin();
+	/* a slave's strategy is its master's, pushed to it */
+	(void) replicator_check_topology_writable(NULL, false);
 	if (!replicator_parse_routing(strategy, &routing))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

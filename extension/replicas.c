@@ -132,8 +132,8 @@ change_replica(const char *sql, const char *name)
  * slave's copy is its master's, pushed again at every change.  what: the
  * replica about to change; its own row, this node, is kept.
  */
-static NodeState
-check_topology_writable(const char *what, bool dropping)
+NodeState
+replicator_check_topology_writable(const char *what, bool dropping)
 {
 	NodeState	state;
 
@@ -175,7 +175,7 @@ replicator_add_replica(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid role \"%s\" for replica \"%s\"", role, name),
 				 errhint("The role is 'master' or 'slave'.")));
-	state = check_topology_writable(name, false);
+	state = replicator_check_topology_writable(name, false);
 	if (strcmp(role, "master") == 0 && state.exists)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -229,7 +229,7 @@ Datum
 replicator_drop_replica(PG_FUNCTION_ARGS)
 {
 	replicator_check_admin();
-	(void) check_topology_writable(text_arg(fcinfo, 0, "name"), true);
+	(void) replicator_check_topology_writable(text_arg(fcinfo, 0, "name"), true);
 	change_replica("DELETE FROM replicator.replicas WHERE name OPERATOR(pg_catalog.=) $1", text_arg(fcinfo, 0, "name"));
 	PG_RETURN_VOID();
 }
@@ -240,7 +240,7 @@ Datum
 replicator_pause_replica(PG_FUNCTION_ARGS)
 {
 	replicator_check_admin();
-	(void) check_topology_writable(text_arg(fcinfo, 0, "name"), false);
+	(void) replicator_check_topology_writable(text_arg(fcinfo, 0, "name"), false);
 	change_replica("UPDATE replicator.replicas SET enabled = false WHERE name OPERATOR(pg_catalog.=) $1",
 				   text_arg(fcinfo, 0, "name"));
 	PG_RETURN_VOID();
@@ -253,7 +253,7 @@ Datum
 replicator_resume_replica(PG_FUNCTION_ARGS)
 {
 	replicator_check_admin();
-	(void) check_topology_writable(text_arg(fcinfo, 0, "name"), false);
+	(void) replicator_check_topology_writable(text_arg(fcinfo, 0, "name"), false);
 	change_replica("UPDATE replicator.replicas SET enabled = true, invalid_reason = NULL,"
 				   " invalid_since = NULL WHERE name OPERATOR(pg_catalog.=) $1",
 				   text_arg(fcinfo, 0, "name"));

@@ -10,7 +10,12 @@
 
 #include "postgres.h"
 
+#include "node.h"
+
 /* superusers and members of replicator_admin only */
 extern void replicator_check_admin(void);
+
+/* the topology changes on its master (or a standalone source) only */
+extern NodeState replicator_check_topology_writable(const char *what, bool dropping);
 
 #endif							/* REPLICATOR_REPLICAS_H */

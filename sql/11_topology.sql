@@ -61,6 +61,7 @@ INSERT INTO events VALUES (2, now(), '{"from":"me"}');
 -- the topology is the master's to change
 SELECT replicator.add_replica('s2', 'host=s2');
 SELECT replicator.pause_replica('m');
+SELECT replicator.set_read_routing('random');
 SELECT * FROM replicator.promote('m');
 
 -- a master of an older epoch is refused; one of the same epoch under
