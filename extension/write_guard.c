@@ -135,10 +135,10 @@ replicator_filter_insert(PG_FUNCTION_ARGS)
 
 	if (consume_token(trigdata))
 		return PointerGetDatum(NULL);
-	if (replicator_restore_copy_begins(trigdata->tg_relation))
-		return PointerGetDatum(NULL);
-	/* on a slave: its master's stream, at the node's epoch */
+	/* on a slave: its master's stream, at the node's epoch (also by COPY) */
 	if (replicator_master_stream_may_write())
+		return PointerGetDatum(NULL);
+	if (replicator_restore_copy_begins(trigdata->tg_relation))
 		return PointerGetDatum(NULL);
 
 	ereport(ERROR,

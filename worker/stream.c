@@ -650,7 +650,8 @@ node_duties(ApplySet *apply, const ReplicaConfig *connected, const char *topolog
 }
 
 /*
- * Stream until a session fails; returns the error.
+ * Stream until a session fails; returns the error.  is_node: the
+ * destination is a node attached as our slave (heartbeats, topology pushes).
  *
  * Pipelined: while the destination applies batches, the next is read here.
  * The read happens in a short local transaction, and any wait for the
@@ -659,7 +660,7 @@ node_duties(ApplySet *apply, const ReplicaConfig *connected, const char *topolog
  * and reads the position again.
  */
 static char *
-stream(ApplySet *apply, const ReplicaConfig *connected)
+stream(ApplySet *apply, const ReplicaConfig *connected, bool is_node)
 {
 	MemoryContext conn_cxt = CurrentMemoryContext;
 	MemoryContext batch_cxt = AllocSetContextCreate(conn_cxt, "replicator batch",
@@ -668,7 +669,6 @@ stream(ApplySet *apply, const ReplicaConfig *connected)
 	uint64		seen_generation = 0;
 	uint64		generation;
 	bool		read_due = true;
-	bool		is_node = connected->node_name != NULL;
 	char	   *topology = connected->topology;
 	bool		push_due = false;
 	TimestampTz last_heartbeat = 0;
@@ -1022,7 +1022,7 @@ replicator_stream_main(Datum arg)
 			{
 				bool		invalid;
 
-				error = stream(apply, &config);
+				error = stream(apply, &config, is_node);
 				invalid = replicator_apply_failed_validation(apply);
 				replicator_apply_close(apply);
 				if (invalid)
