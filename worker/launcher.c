@@ -46,6 +46,7 @@
 #include "settings.h"
 #include "shmem.h"
 #include "stream.h"
+#include "topology_doc.h"
 
 /* Longest wait between two restarts of a worker that keeps dying. */
 #define MAX_RESTART_DELAY_MS	30000
@@ -371,6 +372,8 @@ replicator_scan_main(Datum arg)
 			names = lappend(names, SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1));
 			MemoryContextSwitchTo(old);
 		}
+		/* scanned after every change: the topology file follows them */
+		replicator_write_topology_file();
 	}
 	PopActiveSnapshot();
 	SPI_finish();
