@@ -73,13 +73,13 @@ is(query('postgres', 'SELECT name, role, epoch, master, master_conninfo = $$' . 
 	'm|master|1|m|t', 'node() on the master: itself, master, epoch 1, its conninfo with the password to a superuser');
 my $as_app = query('postgres', 'SET ROLE app; SELECT name, role, epoch, master, master_conninfo FROM replicator.node()');
 like($as_app, qr/^m\|master\|1\|m\|.*password='\*{8}'/, 'node() for anyone, the password masked for a non-superuser');
-unlike($as_app, qr/mastersecret/, 'no password in it');
+ok($as_app ne '' && $as_app !~ /mastersecret/, 'no password in it');
 
 # --- topology()
 my $topology = query('postgres', 'SELECT replicator.topology()');
-unlike($topology, qr/secret/, 'no password anywhere in topology()');
-unlike(query('postgres', 'SET ROLE app; SELECT replicator.topology()'), qr/secret/,
-	'nor in a non-superuser\'s');
+ok($topology =~ /"nodes"/ && $topology !~ /secret/, 'no password anywhere in topology()');
+my $app_topology = query('postgres', 'SET ROLE app; SELECT replicator.topology()');
+ok($app_topology =~ /"nodes"/ && $app_topology !~ /secret/, 'nor in a non-superuser\'s');
 is( query('postgres',
 		q{SELECT t->>'database', t->>'node', t->>'epoch', t->>'master', t->>'routing' FROM replicator.topology() t}),
 	'postgres|m|1|m|least-lag', 'topology(): this node, epoch, master, read routing');
@@ -108,7 +108,7 @@ sub file_follows
 	my $json = eval { JSON::PP->new->decode($text) };
 	my $topology = JSON::PP->new->decode(query('postgres', 'SELECT replicator.topology()') || '{}');
 	is_deeply($json, $topology, "$test_name: valid JSON, equal to topology()");
-	unlike($text, qr/secret/, "$test_name: no password in it");
+	ok($text ne '' && $text !~ /secret/, "$test_name: no password in it");
 	return $json;
 }
 
@@ -138,14 +138,15 @@ is(query('standalone', 'SELECT name, role, epoch, master, master_conninfo = $$' 
 	's9|slave|3|m|t', 'node() on a slave: its name, slave, its epoch, its master and where to reach it');
 $as_app = query('standalone', 'SET ROLE app; SELECT name, role, master, master_conninfo FROM replicator.node()');
 like($as_app, qr/^s9\|slave\|m\|.*password='\*{8}'/, 'the master\'s password masked for a non-superuser');
-unlike($as_app, qr/mastersecret/, 'not shown');
+ok($as_app ne '' && $as_app !~ /mastersecret/, 'not shown');
 my $slave_file = "$dir/topology-standalone.json";
 $master->safe_psql('standalone', 'SELECT replicator.rescan()');
 ok( $master->poll_query_until('standalone',
 		"SELECT pg_read_file('$slave_file', 0, 10000000, true)::jsonb = replicator.topology()"),
 	'a second database in a topology: its own file (%d)');
 like(slurp_file_or_empty($slave_file), qr/"node": "s9"/, 'with its own topology');
-unlike(slurp_file_or_empty($slave_file), qr/secret/, 'no password in it');
+my $slave_text = slurp_file_or_empty($slave_file);
+ok($slave_text ne '' && $slave_text !~ /secret/, 'no password in it');
 like(slurp_file_or_empty($file), qr/"node": "m"/, 'the master\'s file is its own');
 
 # --- pg_dump of the master keeps its topology; the copy's replicas paused
