@@ -170,8 +170,8 @@ is( query('copy', q{SELECT string_agg(name || ':' || role || ':' || enabled || '
 	'and its replicas, with their conninfo, paused');
 is(query('copy', 'SELECT name, role, epoch, master FROM replicator.node()'), 'm|master|1|m',
 	'node() on the copy');
-is( query('copy', q{SELECT replicator.topology() - 'database' - 'nodes'}),
-	query('postgres', q{SELECT replicator.topology() - 'database' - 'nodes'}),
+my $original = query('postgres', q{SELECT replicator.topology() - 'database' - 'nodes'});
+ok($original =~ /"node": "m"/ && query('copy', q{SELECT replicator.topology() - 'database' - 'nodes'}) eq $original,
 	'topology() on the copy: the same node, epoch, routing and epochs');
 
 $master->stop;
