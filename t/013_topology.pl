@@ -78,6 +78,11 @@ ok($as_app ne '' && $as_app !~ /mastersecret/, 'no password in it');
 # --- topology()
 my $topology = query('postgres', 'SELECT replicator.topology()');
 ok($topology =~ /"nodes"/ && $topology !~ /secret/, 'no password anywhere in topology()');
+is( query('postgres',
+		q{SET TimeZone = 'Asia/Tokyo'; SET IntervalStyle = 'iso_8601';
+		  SELECT replicator.topology(), current_setting('TimeZone'), current_setting('IntervalStyle')}),
+	"$topology|Asia/Tokyo|iso_8601",
+	'the same document whatever the session\'s TimeZone and IntervalStyle, which it leaves as they were');
 my $app_topology = query('postgres', 'SET ROLE app; SELECT replicator.topology()');
 ok($app_topology =~ /"nodes"/ && $app_topology !~ /secret/, 'nor in a non-superuser\'s');
 is( query('postgres',
