@@ -3,8 +3,9 @@
 # keeps every event exactly, the id allocator and the destinations (restored
 # paused, never streaming into the original's destinations on their own),
 # while the guards stay up; restore_events wants ids exactly 1..max; and
-# ALTER EXTENSION UPDATE from 1.0 gives exactly the objects of a fresh 1.1
-# install, compared object by object, and keeps the events.
+# ALTER EXTENSION UPDATE from 1.0 and from 1.1 gives exactly the objects of
+# a fresh install, compared object by object, and keeps the events and the
+# replicas; 'master' rows (unused before 1.2) become plain destinations.
 use strict;
 use warnings;
 use lib 't';
@@ -291,6 +292,60 @@ is( ($rst->psql('updated',
 	'92', 'and ids continue');
 is($rst->safe_psql('updated', q{SELECT count(*) FROM replicator.replicas WHERE name = 'kept'}),
 	'1', 'and the destinations');
+
+# --- ALTER EXTENSION UPDATE from 1.1, with replicas, one of them 'master'
+# the comparison above, for another updated database
+sub differences_from_fresh
+{
+	my ($db) = @_;
+	my @objects = split $object_start, $rst->safe_psql($db, $describe);
+	my %in_db = map { $_ => 1 } @objects;
+	return join("\n---\n",
+		(map { "only after UPDATE: $_" } grep { !$in_fresh{$_} } @objects),
+		(map { "only in a fresh install: $_" } grep { !$in_db{$_} } @objects_fresh));
+}
+$rst->safe_psql('postgres', 'CREATE DATABASE updated11');
+$rst->safe_psql('updated11', q{
+CREATE EXTENSION replicator VERSION '1.1';
+SELECT insert_events_array(ARRAY(SELECT jsonb_build_object('k', k, 'v', 1.50) FROM generate_series(1, 30) k));
+-- as 1.1's add_replica would have: this library refuses to run 1.1's API
+INSERT INTO replicator.replicas (name, conninfo, role, lag_tolerance) VALUES
+	('m11', 'host=/nonexistent dbname=m', 'master', NULL),
+	('s11', 'host=/nonexistent dbname=s password=s11secret', 'slave', '5 s');
+});
+$before = dump_events($rst, 'updated11');
+($ret, $out, $err) = $rst->psql('updated11', 'ALTER EXTENSION replicator UPDATE');
+is($ret, 0, 'ALTER EXTENSION UPDATE from 1.1 with a master row succeeds');
+like($err, qr/NOTICE:  replicas 'm11' keep streaming as destinations \(role 'slave'\)/,
+	'saying that the master row stays a destination');
+is($rst->safe_psql('updated11', q{SELECT extversion FROM pg_extension WHERE extname = 'replicator'}),
+	'1.2', 'updated from 1.1 to 1.2');
+is(dump_events($rst, 'updated11'), $before, 'the update from 1.1 keeps every event');
+is( $rst->safe_psql('updated11',
+		q{SELECT string_agg(name || ':' || role || ':' || coalesce(lag_tolerance::text, '-'), ',' ORDER BY name)
+		  FROM replicator.replicas}),
+	'm11:slave:-,s11:slave:00:00:05', 'and the replicas, the master row as a slave');
+is($rst->safe_psql('updated11', 'SELECT count(*) FROM replicator.node_state'),
+	'0', 'the updated database is in no topology until it registers itself');
+is(differences_from_fresh('updated11'), '',
+	'ALTER EXTENSION UPDATE from 1.1 gives exactly the objects of a fresh 1.2 install');
+is( $rst->safe_psql('updated11',
+		q{SELECT string_agg(n->>'name' || ':' || (n->>'role'), ',') FROM jsonb_array_elements(replicator.topology()->'nodes') n}),
+	'm11:slave,s11:slave', 'topology() after the update');
+like($rst->safe_psql('updated11', 'SELECT replicator.topology()'), qr/"conninfo": "[^"]*password='\*{8}'/, 'without the password');
+
+# two 'master' rows (1.1 allowed them) do not stop the update either
+$rst->safe_psql('postgres', 'CREATE DATABASE twomasters');
+$rst->safe_psql('twomasters', q{
+CREATE EXTENSION replicator VERSION '1.1';
+INSERT INTO replicator.replicas (name, conninfo, role) VALUES
+	('m1', 'host=/nonexistent dbname=a', 'master'), ('m2', 'host=/nonexistent dbname=b', 'master');
+});
+$rst->safe_psql('twomasters', 'ALTER EXTENSION replicator UPDATE');
+is( $rst->safe_psql('twomasters',
+		q{SELECT extversion || ':' || (SELECT string_agg(name || '=' || role, ',' ORDER BY name) FROM replicator.replicas)
+		  FROM pg_extension WHERE extname = 'replicator'}),
+	'1.2:m1=slave,m2=slave', 'an update from 1.1 with two master rows keeps both, as slaves');
 
 $src->stop;
 $dst->stop;

@@ -47,6 +47,7 @@
 #include "settings.h"
 #include "shmem.h"
 #include "stream.h"
+#include "topology_doc.h"
 
 /* Longest wait between two restarts of a worker that keeps dying. */
 #define MAX_RESTART_DELAY_MS	30000
@@ -376,6 +377,8 @@ replicator_scan_main(Datum arg)
 		}
 		/* what read_replica() routes by */
 		replicator_topology_read(&topology);
+		/* scanned after every change: the topology file follows them */
+		replicator_write_topology_file();
 	}
 	PopActiveSnapshot();
 	SPI_finish();

@@ -20,6 +20,7 @@ int			replicator_poll_interval = 1000;
 char	   *replicator_destination_synchronous_commit = NULL;
 int			replicator_destination_sessions = 2;
 int			replicator_max_databases = 64;
+char	   *replicator_topology_file = NULL;
 
 /*
  * The destination sessions send this value in their startup packet: a
@@ -84,6 +85,14 @@ replicator_define_settings(void)
 							2, 1, REPLICATOR_MAX_SESSIONS,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("replicator.topology_file",
+							   "File the topology of each database in one is written to, at every change.",
+							   "As replicator.topology() returns it, without passwords; %d is replaced by the database's name. Empty: no file.",
+							   &replicator_topology_file,
+							   "",
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
 
 	/* shared memory is sized by it: only while the postmaster loads us */
 	if (process_shared_preload_libraries_in_progress)

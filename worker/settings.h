@@ -14,6 +14,7 @@ extern int	replicator_poll_interval;
 extern char *replicator_destination_synchronous_commit;
 extern int	replicator_destination_sessions;
 extern int	replicator_max_databases;
+extern char *replicator_topology_file;
 
 extern void replicator_define_settings(void);
 
