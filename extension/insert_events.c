@@ -33,6 +33,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "node_guard.h"
 #include "shmem.h"
 #include "write_guard.h"
 
@@ -141,12 +142,16 @@ insert_event_array(Oid nspid, ArrayType *events, int64 count)
 	id_relid = source_relid("id", nspid);
 	events_relid = source_relid("events", nspid);
 
+	/* a slave or a fenced master refuses, before waiting for the id row */
+	replicator_check_insert_allowed();
 	PG_TRY();
 	{
 		args[0] = Int64GetDatum(count);
 		replicator_allow_next_write(id_relid);
 		ret = SPI_execute_plan(plans.allocate, args, NULL, false, 0);
 		replicator_forbid_writes();
+		/* and again holding it: a promotion holds it while it changes roles */
+		replicator_check_insert_allowed();
 		if (ret != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "id allocation failed: %s", SPI_result_code_string(ret));
 		if (SPI_processed != 1)

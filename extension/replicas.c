@@ -29,6 +29,7 @@
 #include "connection.h"
 #include "destination.h"
 #include "dump_restore.h"
+#include "node.h"
 #include "shmem.h"
 
 #define REPLICA_NAME_PATTERN_HINT "A replica name is 1 to 48 letters, digits, '_', '.' or '-'."
@@ -125,6 +126,32 @@ change_replica(const char *sql, const char *name)
 	replicator_request_rescan_at_commit();
 }
 
+/*
+ * The topology is changed on its master (or a standalone source): a
+ * slave's copy is its master's, pushed again at every change.  what: the
+ * replica about to change; its own row, this node, is kept.
+ */
+static NodeState
+check_topology_writable(const char *what, bool dropping)
+{
+	NodeState	state;
+
+	SPI_connect();
+	replicator_read_node_state(&state, false);
+	SPI_finish();
+	if (state.exists && !state.is_master)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("this node is a slave of \"%s\": change the topology on its master", state.master),
+				 errdetail("A slave's replicas are its master's, pushed to it at every change.")));
+	if (dropping && state.exists && strcmp(what, state.name) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("replica \"%s\" is this node, the master of its topology", what),
+				 errhint("Promote another node first: replicator.promote('<slave>').")));
+	return state;
+}
+
 PG_FUNCTION_INFO_V1(replicator_add_replica);
 
 Datum
@@ -137,6 +164,7 @@ replicator_add_replica(PG_FUNCTION_ARGS)
 	Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, INTERVALOID, BOOLOID, TEXTOID};
 	Datum		values[6];
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	NodeState	state;
 
 	check_admin();
 	check_name(name);
@@ -146,6 +174,12 @@ replicator_add_replica(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid role \"%s\" for replica \"%s\"", role, name),
 				 errhint("The role is 'master' or 'slave'.")));
+	state = check_topology_writable(name, false);
+	if (strcmp(role, "master") == 0 && state.exists)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("this node is already registered as master \"%s\"", state.name),
+				 errhint("Slaves are added with role => 'slave'.")));
 	if (!superuser() && replicator_conninfo_password(conninfo) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
@@ -174,6 +208,16 @@ replicator_add_replica(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("replica \"%s\" already exists", name)));
 	replicator_replica_api_insert(false);
+
+	/* the master names this node: epoch 1 of its topology begins */
+	if (strcmp(role, "master") == 0)
+	{
+		catalog_exec("INSERT INTO replicator.node_state (name, epoch, master) VALUES ($1, 1, $1)",
+					 1, types, values, NULL);
+		catalog_exec("INSERT INTO replicator.epochs (epoch, master, first_id, how)"
+					 " VALUES (1, $1, 1, 'registered')",
+					 1, types, values, NULL);
+	}
 	replicator_request_rescan_at_commit();
 	PG_RETURN_VOID();
 }
@@ -184,6 +228,7 @@ Datum
 replicator_drop_replica(PG_FUNCTION_ARGS)
 {
 	check_admin();
+	(void) check_topology_writable(text_arg(fcinfo, 0, "name"), true);
 	change_replica("DELETE FROM replicator.replicas WHERE name OPERATOR(pg_catalog.=) $1", text_arg(fcinfo, 0, "name"));
 	PG_RETURN_VOID();
 }
@@ -194,6 +239,7 @@ Datum
 replicator_pause_replica(PG_FUNCTION_ARGS)
 {
 	check_admin();
+	(void) check_topology_writable(text_arg(fcinfo, 0, "name"), false);
 	change_replica("UPDATE replicator.replicas SET enabled = false WHERE name OPERATOR(pg_catalog.=) $1",
 				   text_arg(fcinfo, 0, "name"));
 	PG_RETURN_VOID();
@@ -206,6 +252,7 @@ Datum
 replicator_resume_replica(PG_FUNCTION_ARGS)
 {
 	check_admin();
+	(void) check_topology_writable(text_arg(fcinfo, 0, "name"), false);
 	change_replica("UPDATE replicator.replicas SET enabled = true, invalid_reason = NULL,"
 				   " invalid_since = NULL WHERE name OPERATOR(pg_catalog.=) $1",
 				   text_arg(fcinfo, 0, "name"));

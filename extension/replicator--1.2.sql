@@ -245,7 +245,9 @@ CREATE TABLE replicator.node_state (
 	contact_at	timestamptz,
 	contact_master_max_id bigint,
 	contact_lag_events bigint,
-	contact_lag interval
+	contact_lag interval,
+	-- md5 of the topology the master last pushed here: unchanged, not applied
+	topology_md5 text
 );
 REVOKE ALL ON replicator.node_state FROM PUBLIC;
 COMMENT ON TABLE replicator.node_state IS 'this node''s place in the replica topology (one row once it has one)';

@@ -8,6 +8,8 @@
  * naming the relation; the BEFORE STATEMENT trigger of that statement
  * consumes it.  Any other statement, including one nested inside ours (a
  * user trigger, a function in a VALUES list), finds no token and fails.
+ * On a slave, the sessions of its master's streaming worker insert too
+ * (node_guard.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -18,9 +20,12 @@
 #include "utils/rel.h"
 
 #include "dump_restore.h"
+#include "node_guard.h"
 #include "write_guard.h"
 
 static Oid	write_token = InvalidOid;
+/* a DELETE: only a demoted master's move of its diverged events */
+static Oid	delete_token = InvalidOid;
 
 void
 replicator_allow_next_write(Oid relid)
@@ -29,9 +34,16 @@ replicator_allow_next_write(Oid relid)
 }
 
 void
+replicator_allow_next_delete(Oid relid)
+{
+	delete_token = relid;
+}
+
+void
 replicator_forbid_writes(void)
 {
 	write_token = InvalidOid;
+	delete_token = InvalidOid;
 }
 
 static const char *
@@ -70,6 +82,12 @@ consume_token(TriggerData *trigdata)
 {
 	Oid			relid = RelationGetRelid(trigdata->tg_relation);
 
+	if (OidIsValid(delete_token) && delete_token == relid &&
+		TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+	{
+		delete_token = InvalidOid;
+		return true;
+	}
 	if (OidIsValid(write_token) && write_token == relid &&
 		!TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event) &&
 		!TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
@@ -118,6 +136,9 @@ replicator_filter_insert(PG_FUNCTION_ARGS)
 	if (consume_token(trigdata))
 		return PointerGetDatum(NULL);
 	if (replicator_restore_copy_begins(trigdata->tg_relation))
+		return PointerGetDatum(NULL);
+	/* on a slave: its master's stream, at the node's epoch */
+	if (replicator_master_stream_may_write())
 		return PointerGetDatum(NULL);
 
 	ereport(ERROR,

@@ -13,6 +13,7 @@
 
 /* let the extension's own next statement on relid through */
 extern void replicator_allow_next_write(Oid relid);
+extern void replicator_allow_next_delete(Oid relid);
 extern void replicator_forbid_writes(void);
 
 #endif							/* REPLICATOR_WRITE_GUARD_H */

@@ -34,6 +34,7 @@
 #include "apply.h"
 #include "connection.h"
 #include "destination.h"
+#include "node_link.h"
 
 #define COPY_SQL			"COPY events (id, ts, event) FROM STDIN (FORMAT binary)"
 #define INSERT_STATEMENT	"replicator_insert"
@@ -129,8 +130,10 @@ prepare_inserts(PGconn *conn)
  */
 static PGconn *
 add_session(const char *conninfo, const char *appname, bool require_password,
-			const char *identity, char **error)
+			const char *identity, const NodeAttach *attach, char **error)
 {
+	int64		max_id;
+	int64		diverged;
 	PGconn	   *conn = replicator_remote_connect(conninfo, appname, REPLICATOR_SESSION_APPLY,
 												 require_password, error, NULL);
 	char	   *other;
@@ -141,7 +144,8 @@ add_session(const char *conninfo, const char *appname, bool require_password,
 	if (other != NULL && strcmp(other, identity) != 0)
 		*error = psprintf("it reached %s, not %s", other, identity);
 	if (other == NULL || strcmp(other, identity) != 0 ||
-		(*error = prepare_inserts(conn)) != NULL)
+		(*error = prepare_inserts(conn)) != NULL ||
+		(attach != NULL && !replicator_attach_remote(conn, attach, &max_id, &diverged, error, NULL)))
 	{
 		replicator_remote_close(conn);
 		return NULL;
@@ -158,8 +162,8 @@ add_session(const char *conninfo, const char *appname, bool require_password,
  */
 ApplySet *
 replicator_apply_open(PGconn *first, const char *conninfo, const char *appname,
-					  bool require_password, const char *identity, int nsessions, int64 position,
-					  ApplyCommitted on_commit, char **error)
+					  bool require_password, const char *identity, const NodeAttach *attach,
+					  int nsessions, int64 position, ApplyCommitted on_commit, char **error)
 {
 	ApplySet   *set = palloc0(sizeof(ApplySet));
 
@@ -182,7 +186,7 @@ replicator_apply_open(PGconn *first, const char *conninfo, const char *appname,
 	while (set->nsessions < nsessions)
 	{
 		char	   *why;
-		PGconn	   *conn = add_session(conninfo, appname, require_password, identity, &why);
+		PGconn	   *conn = add_session(conninfo, appname, require_password, identity, attach, &why);
 
 		if (conn == NULL)
 		{
@@ -221,6 +225,14 @@ bool
 replicator_apply_idle(ApplySet *set)
 {
 	return set->inflight == 0;
+}
+
+/* The first session, for a statement of the caller's: only while idle. */
+PGconn *
+replicator_apply_idle_conn(ApplySet *set)
+{
+	Assert(set->inflight == 0);
+	return set->sessions[0].conn;
 }
 
 /* Whether the failure that stopped the set is a validation failure. */

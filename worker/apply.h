@@ -14,6 +14,8 @@
 #include "lib/stringinfo.h"
 #include "libpq-fe.h"
 
+#include "node_link.h"
+
 /*
  * A batch of events for one destination transaction, read by stream.c and
  * sent by apply.c.
@@ -41,10 +43,11 @@ typedef void (*ApplyCommitted) (int64 last_id, int count, int64 bytes);
 
 extern ApplySet *replicator_apply_open(PGconn *first, const char *conninfo, const char *appname,
 									   bool require_password, const char *identity,
-									   int nsessions, int64 position,
+									   const NodeAttach *attach, int nsessions, int64 position,
 									   ApplyCommitted on_commit, char **error);
 extern void replicator_apply_close(ApplySet *set);
 extern bool replicator_apply_idle(ApplySet *set);
+extern PGconn *replicator_apply_idle_conn(ApplySet *set);
 extern bool replicator_apply_failed_validation(ApplySet *set);
 extern int64 replicator_apply_sent_upto(ApplySet *set);
 extern bool replicator_apply_can_take(ApplySet *set, const Batch *batch);

@@ -135,6 +135,19 @@ replicator_read_source_facts(Oid nspid, const char *replica, SourceFacts *facts)
 		elog(ERROR, "could not read max(id): %s", SPI_result_code_string(ret));
 	facts->max_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
+	ret = replicator_spi_execute_as_owner("SELECT name FROM replicator.node_state"
+										  " WHERE name OPERATOR(pg_catalog.=) master",
+										  0, NULL, NULL, NULL, false);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read replicator.node_state: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 1)
+	{
+		MemoryContext spi = MemoryContextSwitchTo(caller);
+
+		facts->node_name = spi_text(0, 1);
+		MemoryContextSwitchTo(spi);
+	}
+
 	ret = replicator_spi_execute_as_owner("SELECT name, destination FROM replicator.replicas"
 										  " WHERE name OPERATOR(pg_catalog.<>) $1 AND destination IS NOT NULL",
 										  1, argtypes, args, NULL, false);
@@ -386,8 +399,28 @@ replicator_check_destination(PGconn *conn, SourceFacts *facts, bool create_table
 		return checks;
 	checks = replicator_add_check(checks, "distinct destination", true, NULL);
 
-	/* slate refuses a destination that holds source objects */
+	/*
+	 * slate refuses a destination that holds source objects; a node of a
+	 * topology holds them, and its master's stream is its only writer
+	 */
 	res = query_row(conn,
+					"SELECT (SELECT extversion FROM pg_catalog.pg_extension"
+					" WHERE extname OPERATOR(pg_catalog.=) 'replicator')",
+					0, NULL, &checks, "no source objects");
+	if (res == NULL)
+		return checks;
+	if (!PQgetisnull(res, 0, 0) && facts->node_name != NULL)
+	{
+		checks = replicator_add_check(checks, "no source objects", true,
+									  psprintf("a node with the extension (version %s): the slave of master \"%s\"",
+											   PQgetvalue(res, 0, 0), facts->node_name));
+		PQclear(res);
+		res = NULL;
+	}
+	else
+	{
+		PQclear(res);
+		res = query_row(conn,
 					"SELECT pg_catalog.concat_ws(', ',"
 					" CASE WHEN pg_catalog.to_regclass('id') IS NOT NULL THEN 'table id' END,"
 					" (SELECT 'function insert_events' FROM pg_catalog.pg_proc"
@@ -396,18 +429,20 @@ replicator_check_destination(PGconn *conn, SourceFacts *facts, bool create_table
 					"  WHERE tgname OPERATOR(pg_catalog.=) 'notify_insert'"
 					"  AND tgrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('events')))",
 					0, NULL, &checks, "no source objects");
-	if (res == NULL)
-		return checks;
-	if (*PQgetvalue(res, 0, 0) != '\0')
-	{
-		checks = replicator_add_check(checks, "no source objects", false,
-									  psprintf("the destination holds event source objects (%s): it is an event source, not a destination",
-											   PQgetvalue(res, 0, 0)));
+		if (res == NULL)
+			return checks;
+		if (*PQgetvalue(res, 0, 0) != '\0')
+		{
+			checks = replicator_add_check(checks, "no source objects", false,
+										  psprintf("the destination holds event source objects (%s): it is an event source, not a destination%s",
+												   PQgetvalue(res, 0, 0),
+												   facts->node_name ? "" : "; a database with the extension becomes a slave of a registered master (add_replica(..., role => 'master') on this one)"));
+			PQclear(res);
+			return checks;
+		}
 		PQclear(res);
-		return checks;
+		checks = replicator_add_check(checks, "no source objects", true, NULL);
 	}
-	PQclear(res);
-	checks = replicator_add_check(checks, "no source objects", true, NULL);
 
 	/* the events table: slate's columns, id its primary key */
 	res = query_row(conn,

@@ -44,6 +44,7 @@ typedef struct SourceFacts
 	int64		first_id;
 	TimestampTz first_ts;
 	char	   *first_event;	/* jsonb text */
+	char	   *node_name;		/* this node, if it is a topology's master */
 	List	   *other_names;	/* other replicas with a known destination */
 	List	   *other_identities;
 } SourceFacts;

@@ -90,6 +90,7 @@ typedef struct DatabaseEntry
 	pg_atomic_uint64 round_robin;	/* read_replica's turn, for all sessions */
 	/* set by promote() while it switches over: insert_events refuses */
 	bool		fenced;
+	pid_t		fenced_by;
 	char		fenced_for[REPLICA_NAME_LEN];
 } DatabaseEntry;
 

@@ -73,6 +73,8 @@
 #include "catalog.h"
 #include "connection.h"
 #include "destination.h"
+#include "node.h"
+#include "node_link.h"
 #include "settings.h"
 #include "shmem.h"
 #include "stream.h"
@@ -138,12 +140,16 @@ typedef struct ReplicaConfig
 	/*
 	 * Which extension, events table and replica these are: a drop and
 	 * create of any of them (in one transaction, or by a restore) makes a
-	 * running worker start over with full checks.  Promotion will add an
-	 * epoch here: the node streaming to a destination may then change.
+	 * running worker start over with full checks, as does a new epoch.
 	 */
 	Oid			extoid;
 	Oid			events_relid;
 	char	   *incarnation;
+
+	/* this node, if in a topology (NULL: a standalone source) */
+	char	   *node_name;
+	int64		epoch;
+	char	   *topology;		/* what attach_to_master() pushes */
 } ReplicaConfig;
 
 /*
@@ -241,7 +247,7 @@ end_local(void)
 static ReplicaConfig
 read_config(void)
 {
-	ReplicaConfig config = {false, NULL, true, InvalidOid, InvalidOid, InvalidOid, NULL};
+	ReplicaConfig config = {0};
 	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext spi;
 	ReplicatorExtension ext;
@@ -262,6 +268,13 @@ read_config(void)
 	spi = MemoryContextSwitchTo(caller);
 	config.conninfo = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	config.incarnation = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	config.node_name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
+	if (config.node_name)
+	{
+		bool		isnull;
+
+		config.epoch = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
+	}
 	MemoryContextSwitchTo(spi);
 	config.extoid = ext.oid;
 	config.events_relid = get_relname_relid("events", ext.nspid);
@@ -270,6 +283,14 @@ read_config(void)
 		replicator_replica_requires_password(SPI_getvalue(SPI_tuptable->vals[0],
 														  SPI_tuptable->tupdesc, 2));
 	config.nspid = ext.nspid;
+	if (config.node_name)
+	{
+		MemoryContext spi = MemoryContextSwitchTo(caller);
+
+		/* SPI_getvalue()s above are done: the tuple table may go */
+		config.topology = replicator_topology_push_document();
+		MemoryContextSwitchTo(spi);
+	}
 	return config;
 }
 
@@ -553,7 +574,9 @@ same_incarnation(const ReplicaConfig *config, const ReplicaConfig *connected)
 {
 	return config->extoid == connected->extoid &&
 		config->events_relid == connected->events_relid &&
-		strcmp(config->incarnation, connected->incarnation) == 0;
+		strcmp(config->incarnation, connected->incarnation) == 0 &&
+		(config->node_name == NULL) == (connected->node_name == NULL) &&
+		config->epoch == connected->epoch;
 }
 
 /* A batch has committed on the destination: the position advances. */
@@ -567,6 +590,59 @@ batch_committed(int64 last_id, int count, int64 bytes)
 	slot->last_contact = GetCurrentTimestamp();
 	slot->failed_starts = 0;
 	LWLockRelease(ReplicatorState->lock);
+}
+
+/*
+ * A node's slave hears from us at least this often (while streaming, as
+ * soon as the sessions are idle; past the limit, no new batch goes out
+ * before it): failover judges lag tolerance by the last word it had.
+ */
+#define HEARTBEAT_MS			1000
+#define HEARTBEAT_LIMIT_MS		5000
+
+/*
+ * A node's duties while the sessions are idle: push a changed topology
+ * (attach again: same epoch, new topology) and the heartbeat.  NULL or the
+ * error.
+ */
+static char *
+node_duties(ApplySet *apply, const ReplicaConfig *connected, const char *topology,
+			bool *push_due, TimestampTz *last_heartbeat)
+{
+	PGconn	   *conn = replicator_apply_idle_conn(apply);
+	int64		position = replicator_apply_sent_upto(apply);
+	int64		max_id;
+	TimestampTz max_ts;
+	TimestampTz behind_since = 0;
+	char	   *error = NULL;
+
+	if (*push_due)
+	{
+		NodeAttach attach;
+		int64		remote_max;
+		int64		diverged;
+
+		attach.params[0] = connected->node_name;
+		attach.params[1] = psprintf(INT64_FORMAT, connected->epoch);
+		attach.params[2] = replica;
+		attach.params[3] = topology;
+		if (!replicator_attach_remote(conn, &attach, &remote_max, &diverged, &error, NULL))
+			return psprintf("attach_to_master: %s", error);
+		*push_due = false;
+	}
+
+	begin_local();
+	max_id = replicator_local_max_id(connected->nspid, &max_ts);
+	if (position < max_id)
+		behind_since = replicator_event_ts(connected->nspid, position + 1);
+	end_local();
+	if ((error = replicator_heartbeat_remote(conn, connected->epoch, max_id, behind_since)) != NULL)
+		return psprintf("master_heartbeat: %s", error);
+	*last_heartbeat = GetCurrentTimestamp();
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	slot->last_contact = *last_heartbeat;
+	LWLockRelease(ReplicatorState->lock);
+	return NULL;
 }
 
 /*
@@ -588,6 +664,10 @@ stream(ApplySet *apply, const ReplicaConfig *connected)
 	uint64		seen_generation = 0;
 	uint64		generation;
 	bool		read_due = true;
+	bool		is_node = connected->node_name != NULL;
+	char	   *topology = connected->topology;
+	bool		push_due = false;
+	TimestampTz last_heartbeat = 0;
 
 	for (;;)
 	{
@@ -606,6 +686,29 @@ stream(ApplySet *apply, const ReplicaConfig *connected)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
+		if (is_node)
+		{
+			TimestampTz now = GetCurrentTimestamp();
+
+			if (replicator_apply_idle(apply) &&
+				(push_due || TimestampDifferenceExceeds(last_heartbeat, now, HEARTBEAT_MS)))
+			{
+				if ((error = node_duties(apply, connected, topology, &push_due, &last_heartbeat)) != NULL)
+					return error;
+			}
+			else if (!replicator_apply_idle(apply) &&
+					 TimestampDifferenceExceeds(last_heartbeat, now, HEARTBEAT_LIMIT_MS))
+			{
+				/* overdue: let the sessions drain first */
+				bool		woken = false;
+
+				if ((error = replicator_apply_wait(apply, &woken)) != NULL)
+					return error;
+				read_due |= woken;
+				continue;
+			}
+		}
+
 		/*
 		 * After a read that reached the end, nothing new can be there until
 		 * a commit sets the latch (or poll_interval passes): wait, and let
@@ -617,7 +720,9 @@ stream(ApplySet *apply, const ReplicaConfig *connected)
 			{
 				report(REPLICA_STREAMING);
 				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-								 replicator_poll_interval, PG_WAIT_EXTENSION);
+								 is_node ? Min(replicator_poll_interval, HEARTBEAT_MS) :
+								 replicator_poll_interval,
+								 PG_WAIT_EXTENSION);
 				read_due = true;
 			}
 			else if ((error = replicator_apply_wait(apply, &read_due)) != NULL)
@@ -653,6 +758,12 @@ stream(ApplySet *apply, const ReplicaConfig *connected)
 			{
 				end_local();
 				return MemoryContextStrdup(conn_cxt, "the extension or the replica was dropped and created again: starting over with full checks");
+			}
+			/* a changed topology goes to the node once the sessions are idle */
+			if (is_node && config.topology != NULL && strcmp(config.topology, topology) != 0)
+			{
+				topology = MemoryContextStrdup(conn_cxt, config.topology);
+				push_due = true;
 			}
 			seen_generation = generation;
 			last_config_check = GetCurrentTimestamp();
@@ -696,6 +807,52 @@ stream(ApplySet *apply, const ReplicaConfig *connected)
 		if ((error = replicator_apply_send(apply, &batch)) != NULL)
 			return error;
 	}
+}
+
+/*
+ * If the destination has the extension, attach to it as its master (a
+ * standalone source cannot: it has no epoch to give).  NULL, or why not
+ * (*transient: for now).
+ */
+static char *
+attach_node(PGconn *conn, const ReplicaConfig *config, NodeAttach *attach, bool *is_node,
+			bool *transient)
+{
+	char	   *error = NULL;
+	char	   *version = replicator_remote_extension_version(conn, &error, transient);
+	int64		max_id;
+	int64		diverged;
+
+	*is_node = false;
+	if (error != NULL)
+		return error;
+	if (version == NULL)
+		return NULL;			/* plain PostgreSQL: a destination only */
+	*transient = false;
+	if (config->node_name == NULL)
+		return psprintf("the destination has the replicator extension: it becomes a slave only of a registered master; register this database first with replicator.add_replica('<name>', '<how others reach it>', role => 'master')");
+	if (strcmp(version, REPLICATOR_SQL_VERSION) != 0)
+	{
+		*transient = true;
+		return psprintf("the destination's extension is at version %s, this node's at %s: run ALTER EXTENSION replicator UPDATE there",
+						version, REPLICATOR_SQL_VERSION);
+	}
+	attach->params[0] = config->node_name;
+	attach->params[1] = psprintf(INT64_FORMAT, config->epoch);
+	attach->params[2] = replica;
+	attach->params[3] = config->topology;
+	if (!replicator_attach_remote(conn, attach, &max_id, &diverged, &error, transient))
+		return psprintf("attach_to_master: %s", error);
+	*is_node = true;
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	slot->is_node = true;
+	slot->diverged += diverged;
+	LWLockRelease(ReplicatorState->lock);
+	if (diverged > 0)
+		ereport(LOG,
+				(errmsg("replicator: node \"%s\" set aside " INT64_FORMAT " events beyond the common history in its replicator.diverged_events",
+						replica, diverged)));
+	return NULL;
 }
 
 void
@@ -756,6 +913,8 @@ replicator_stream_main(Datum arg)
 		char	   *error;
 		List	   *checks;
 		bool		transient;
+		bool		is_node;
+		NodeAttach	attach;
 		MemoryContext spi_cxt;
 
 		CHECK_FOR_INTERRUPTS();
@@ -783,6 +942,22 @@ replicator_stream_main(Datum arg)
 										 config.require_password, &error, &transient);
 		if (conn == NULL)
 		{
+			if (!transient)
+				mark_invalid(error);
+			report_error(error);
+			backoff(attempt++);
+			continue;
+		}
+
+		/*
+		 * A node (the extension is there) first becomes our slave at our
+		 * epoch, setting aside what it holds beyond our history; then the
+		 * checks see what it holds now.
+		 */
+		error = attach_node(conn, &config, &attach, &is_node, &transient);
+		if (error != NULL)
+		{
+			replicator_remote_close(conn);
 			if (!transient)
 				mark_invalid(error);
 			report_error(error);
@@ -829,6 +1004,7 @@ replicator_stream_main(Datum arg)
 			attempt = 0;
 			apply = replicator_apply_open(conn, config.conninfo, appname,
 										  config.require_password, info.identity,
+										  is_node ? &attach : NULL,
 										  replicator_destination_sessions, info.max_id,
 										  batch_committed, &error);
 			if (apply != NULL)

@@ -1,0 +1,332 @@
+/*-------------------------------------------------------------------------
+ *
+ * node.c
+ *	  This database's place in a replica topology: its row of
+ *	  replicator.node_state, the topology a master pushes to its slaves, and
+ *	  the switchover fence.
+ *
+ * A database with no node_state row is a standalone source, as before 1.2.
+ * The tables are read as the extension's owner (no other role has
+ * privileges on them); callers checked the rights of theirs first.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/namespace.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "catalog.h"
+#include "node.h"
+#include "settings.h"
+#include "shmem.h"
+
+/*
+ * Read node_state; false (and state->exists false) for a standalone
+ * source.  for_update: lock the row, so that promotions and attaches of
+ * this node take turns.  Needs SPI connected; strings are allocated in the
+ * caller's memory context.
+ */
+bool
+replicator_read_node_state(NodeState *state, bool for_update)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	int			ret;
+	bool		isnull;
+	HeapTuple	row;
+	TupleDesc	desc;
+
+	memset(state, 0, sizeof(NodeState));
+	ret = replicator_spi_execute_as_owner(for_update ?
+										  "SELECT name, epoch, master, contact_at, contact_master_max_id,"
+										  " contact_lag_events, pg_catalog.date_part('epoch', contact_lag) * 1000000,"
+										  " topology_md5 FROM replicator.node_state FOR UPDATE" :
+										  "SELECT name, epoch, master, contact_at, contact_master_max_id,"
+										  " contact_lag_events, pg_catalog.date_part('epoch', contact_lag) * 1000000,"
+										  " topology_md5 FROM replicator.node_state",
+										  0, NULL, NULL, NULL, false);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read replicator.node_state: %s", SPI_result_code_string(ret));
+	if (SPI_processed != 1)
+		return false;
+	row = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	{
+		MemoryContext spi = MemoryContextSwitchTo(caller);
+
+		state->exists = true;
+		state->name = SPI_getvalue(row, desc, 1);
+		state->epoch = DatumGetInt64(SPI_getbinval(row, desc, 2, &isnull));
+		state->master = SPI_getvalue(row, desc, 3);
+		state->is_master = strcmp(state->name, state->master) == 0;
+		state->contact_at = DatumGetTimestampTz(SPI_getbinval(row, desc, 4, &isnull));
+		state->has_contact = !isnull;
+		if (state->has_contact)
+		{
+			state->contact_master_max_id = DatumGetInt64(SPI_getbinval(row, desc, 5, &isnull));
+			state->contact_lag_events = DatumGetInt64(SPI_getbinval(row, desc, 6, &isnull));
+			state->contact_lag_us = (int64) DatumGetFloat8(SPI_getbinval(row, desc, 7, &isnull));
+		}
+		state->topology_md5 = SPI_getvalue(row, desc, 8);
+		MemoryContextSwitchTo(spi);
+	}
+	return true;
+}
+
+/*
+ * The topology a master pushes to the nodes it streams to, as jsonb text:
+ * every replica with its conninfo (passwords included: a slave that takes
+ * over needs them, and only the owner reads replicator.replicas), whether
+ * a superuser set it (the password rule, see node_protocol.c), the
+ * epochs and the routing.  NULL on a standalone source.  Needs SPI
+ * connected; allocated in the caller's memory context.
+ */
+char *
+replicator_topology_push_document(void)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	char	   *doc = NULL;
+	int			ret;
+
+	ret = replicator_spi_execute_as_owner(
+										  "SELECT pg_catalog.jsonb_build_object("
+										  " 'master', n.master, 'epoch', n.epoch, 'routing', n.routing,"
+										  " 'nodes', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object("
+										  "   'name', r.name, 'conninfo', r.conninfo, 'role', r.role,"
+										  "   'lag_tolerance', r.lag_tolerance, 'enabled', r.enabled,"
+										  "   'incarnation', r.incarnation, 'created_at', r.created_at,"
+										  "   'created_by', r.created_by,"
+										  "   'superuser_set', coalesce((SELECT a.rolsuper FROM pg_catalog.pg_roles a"
+										  "     WHERE a.rolname OPERATOR(pg_catalog.=) r.changed_by), false))"
+										  "   ORDER BY r.name), '[]') FROM replicator.replicas r),"
+										  " 'epochs', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object("
+										  "   'epoch', e.epoch, 'master', e.master, 'first_id', e.first_id,"
+										  "   'started_at', e.started_at, 'how', e.how, 'detail', e.detail)"
+										  "   ORDER BY e.epoch), '[]') FROM replicator.epochs e))::pg_catalog.text"
+										  " FROM replicator.node_state n",
+										  0, NULL, NULL, NULL, true);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read the topology: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 1)
+	{
+		MemoryContext spi = MemoryContextSwitchTo(caller);
+
+		doc = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		MemoryContextSwitchTo(spi);
+	}
+	return doc;
+}
+
+/*
+ * max(id) of nspid.events and its ts (0 and 0 if empty), from the primary
+ * key with the latest snapshot: what has committed now, whatever the
+ * caller's transaction snapshot.
+ */
+int64
+replicator_local_max_id(Oid nspid, TimestampTz *max_ts)
+{
+	Oid			relid = get_relname_relid("events", nspid);
+	Relation	rel;
+	Snapshot	snapshot;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	int64		max_id = 0;
+
+	*max_ts = 0;
+	if (!OidIsValid(relid))
+		return 0;
+	rel = table_open(relid, AccessShareLock);
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	scan = systable_beginscan_ordered(rel, index_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock),
+									  snapshot, 0, NULL);
+	tuple = systable_getnext_ordered(scan, BackwardScanDirection);
+	if (HeapTupleIsValid(tuple))
+	{
+		bool		isnull;
+
+		max_id = DatumGetInt64(heap_getattr(tuple, 1, RelationGetDescr(rel), &isnull));
+		*max_ts = DatumGetTimestampTz(heap_getattr(tuple, 2, RelationGetDescr(rel), &isnull));
+	}
+	{
+		Relation	index = scan->irel;
+
+		systable_endscan_ordered(scan);
+		index_close(index, AccessShareLock);
+	}
+	UnregisterSnapshot(snapshot);
+	table_close(rel, AccessShareLock);
+	return max_id;
+}
+
+/* This database's entry; the caller holds the lock.  NULL if none. */
+static DatabaseEntry *
+my_database_entry(void)
+{
+	for (int i = 0; i < replicator_max_databases; i++)
+		if (ReplicatorState->databases[i].dboid == MyDatabaseId)
+			return &ReplicatorState->databases[i];
+	return NULL;
+}
+
+/*
+ * Fence this node for a switchover to fenced_for: insert_events refuses
+ * from now on, in every session, until replicator_unfence() or the end of
+ * the fencing backend (which a crash of it must not leave behind).
+ */
+void
+replicator_fence(const char *fenced_for)
+{
+	DatabaseEntry *db;
+
+	if (ReplicatorState == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("replicator is not loaded through shared_preload_libraries")));
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	db = my_database_entry();
+	if (db != NULL)
+	{
+		db->fenced = true;
+		db->fenced_by = MyProcPid;
+		strlcpy(db->fenced_for, fenced_for, REPLICA_NAME_LEN);
+	}
+	LWLockRelease(ReplicatorState->lock);
+	if (db == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the replicator launcher has not scanned this database yet"),
+				 errhint("Try again in a moment.")));
+}
+
+void
+replicator_unfence(void)
+{
+	DatabaseEntry *db;
+
+	if (ReplicatorState == NULL)
+		return;
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	db = my_database_entry();
+	if (db != NULL && db->fenced_by == MyProcPid)
+	{
+		db->fenced = false;
+		db->fenced_by = 0;
+	}
+	LWLockRelease(ReplicatorState->lock);
+}
+
+/* Whether a switchover fences this node; if so, to whom (REPLICA_NAME_LEN). */
+bool
+replicator_fenced(char *fenced_for)
+{
+	DatabaseEntry *db;
+	bool		fenced = false;
+	pid_t		by = 0;
+
+	if (ReplicatorState == NULL)
+		return false;
+	LWLockAcquire(ReplicatorState->lock, LW_SHARED);
+	db = my_database_entry();
+	if (db != NULL && db->fenced)
+	{
+		fenced = true;
+		by = db->fenced_by;
+		strlcpy(fenced_for, db->fenced_for, REPLICA_NAME_LEN);
+	}
+	LWLockRelease(ReplicatorState->lock);
+	/* a fence whose backend is gone is no fence */
+	if (fenced && by != MyProcPid && BackendPidGetProc(by) == NULL)
+		fenced = false;
+	return fenced;
+}
+
+/*
+ * name, master and epoch from node_state as committed now (the latest
+ * snapshot, whatever the caller's), by a scan of the one-row table rather
+ * than a query: insert_events and the write guard run this per statement.
+ * False for a standalone source.  Strings palloc'd, each REPLICA_NAME_LEN.
+ */
+bool
+replicator_node_role_now(char *name, char *master, int64 *epoch)
+{
+	Oid			nspid = get_namespace_oid("replicator", true);
+	Oid			relid = OidIsValid(nspid) ? get_relname_relid("node_state", nspid) : InvalidOid;
+	Relation	rel;
+	Snapshot	snapshot;
+	TableScanDesc scan;
+	HeapTuple	tuple;
+	bool		found = false;
+
+	if (!OidIsValid(relid))
+		return false;
+	rel = table_open(relid, AccessShareLock);
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	scan = table_beginscan(rel, snapshot, 0, NULL);
+	if ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		TupleDesc	desc = RelationGetDescr(rel);
+		bool		isnull;
+
+		/* one, name, epoch, master: the first columns of 1.2's table */
+		text_to_cstring_buffer(DatumGetTextPP(heap_getattr(tuple, 2, desc, &isnull)),
+							   name, REPLICA_NAME_LEN);
+		*epoch = DatumGetInt64(heap_getattr(tuple, 3, desc, &isnull));
+		text_to_cstring_buffer(DatumGetTextPP(heap_getattr(tuple, 4, desc, &isnull)),
+							   master, REPLICA_NAME_LEN);
+		found = true;
+	}
+	table_endscan(scan);
+	UnregisterSnapshot(snapshot);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/* The ts of nspid.events' event id (latest snapshot), 0 if none. */
+TimestampTz
+replicator_event_ts(Oid nspid, int64 id)
+{
+	Oid			relid = get_relname_relid("events", nspid);
+	Relation	rel;
+	Relation	index;
+	Snapshot	snapshot;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tuple;
+	TimestampTz ts = 0;
+
+	if (!OidIsValid(relid))
+		return 0;
+	rel = table_open(relid, AccessShareLock);
+	index = index_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(id));
+	scan = systable_beginscan_ordered(rel, index, snapshot, 1, &key);
+	tuple = systable_getnext_ordered(scan, ForwardScanDirection);
+	if (HeapTupleIsValid(tuple))
+	{
+		bool		isnull;
+
+		ts = DatumGetTimestampTz(heap_getattr(tuple, 2, RelationGetDescr(rel), &isnull));
+	}
+	systable_endscan_ordered(scan);
+	UnregisterSnapshot(snapshot);
+	index_close(index, AccessShareLock);
+	table_close(rel, AccessShareLock);
+	return ts;
+}
