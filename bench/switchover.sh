@@ -27,7 +27,7 @@ build_and_install
 
 WRITER_PIDS=()
 cleanup() {
-	[ -n "${RUN:-}" ] && as_pg touch "$RUN/stop" 2>/dev/null || true
+	if [ -n "${RUN:-}" ]; then as_pg touch "$RUN/stop" 2>/dev/null || true; fi
 	for p in "${WRITER_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 	for n in "${NAMES[@]}"; do stop_pg "$BASE/$n"; done
 }
@@ -45,8 +45,8 @@ q "${PORT[a]}" -c "SELECT replicator.add_replica('a', '$(conn a)', role => 'mast
 
 # until node $1 says "role|master" = $2 (a poll, at most a minute)
 wait_role() {
-	local i
-	for i in $(seq 600); do
+	local _
+	for _ in $(seq 600); do
 		[ "$(q "${PORT[$1]}" -c "SELECT role || '|' || master FROM replicator.node()" 2>/dev/null || true)" = "$2" ] && return 0
 		sleep 0.1
 	done
@@ -83,8 +83,8 @@ EOF
 # successful calls of every writer on node $2 in round dir $1: the fewest
 min_ok() { local m=999999 w c; for w in $(seq "$WRITERS"); do c=$(grep -c "^ok $2 " "$1/w$w" 2>/dev/null || true); [ "${c:-0}" -lt "$m" ] && m=${c:-0}; done; echo "$m"; }
 wait_ok() {
-	local i
-	for i in $(seq 1200); do [ "$(min_ok "$1" "$2")" -ge "$3" ] && return 0; sleep 0.05; done
+	local _
+	for _ in $(seq 1200); do [ "$(min_ok "$1" "$2")" -ge "$3" ] && return 0; sleep 0.05; done
 	echo "the writers did not reach $3 calls on $2" >&2
 	return 1
 }
@@ -116,13 +116,16 @@ for r in $(seq "$ROUNDS"); do
 	cat "$RUN"/w* >"$RUN/all"
 
 	# the window: last ack by the old master to first ack by the new one
-	read -r window worst failed acked < <(awk -v old="$master" -v new="$cand" '
+	# and every call acknowledged on the side of the epoch boundary it belongs to
+	read -r window worst failed acked misplaced < <(awk -v old="$master" -v new="$cand" -v le="$last_event" '
+		$1 == "ok" && $2 == old && $8 > le { misplaced++ }
+		$1 == "ok" && $2 == new && $7 <= le { misplaced++ }
 		$1 == "ok" && $2 == old { if ($4 > last) last = $4; if ($4 > wl[$5]) wl[$5] = $4 }
 		$1 == "ok" && $2 == new { if (first == "" || $4 < first) first = $4; if (!($5 in wf) || $4 < wf[$5]) wf[$5] = $4 }
 		$1 == "ok" { acked++ } $1 == "fail" { failed++ }
 		END {
 			for (w in wf) if (wf[w] - wl[w] > worst) worst = wf[w] - wl[w]
-			printf "%.1f %.1f %d %d\n", (first - last) / 1e6, worst / 1e6, failed, acked
+			printf "%.1f %.1f %d %d %d\n", (first - last) / 1e6, worst / 1e6, failed, acked, misplaced
 		}' "$RUN/all")
 
 	# every acknowledged call on every node, once the new master streamed it
@@ -144,6 +147,7 @@ for r in $(seq "$ROUNDS"); do
 	PROMOTE_MS+=("$(ms "$t0" "$t1")")
 	WINDOW_MS+=("$window")
 	[ "$lost" -eq 0 ] || { echo "acknowledged calls are missing" >&2; exit 1; }
+	[ "$misplaced" -eq 0 ] || { echo "$misplaced calls acknowledged on the wrong side of event $last_event" >&2; exit 1; }
 	master=$cand
 done
 
