@@ -65,7 +65,7 @@ is(max_id($nb) . ' ' . max_id($nc), '10 15', '1: B holds 10 events, C 15, A held
 
 my $err = psql_error($nb, q{SELECT * FROM replicator.promote()});
 ok(defined $err, '1: promote() on B is refused: C holds more events');
-like($err // '', qr/ERROR: .*"c"/, '1: the error names the slave that holds more');
+like($err // '', qr/ERROR: .*"c".*\d+ events/s, '1: the error names the slave that holds more');
 is(node_info($nb), 'b|slave|1|a', '1: B is still slave of a at epoch 1');
 is($nb->safe_psql('postgres', $epochs_sql), '1|a|1|registered', '1: no new epoch on B');
 
@@ -78,13 +78,13 @@ is(insert_tagged($nc, 'epoch2', 4), '16|19', '1: C takes writes, from id 16');
 ok(wait_replica($nc, 'b'), '1: B caught up with C');
 compare_events($nc, $nb, '1: B equals C');
 my $err_b = psql_error($nb, q{SELECT insert_events_array(ARRAY['{"on": "b"}']::jsonb[])});
-like($err_b // '', qr/ERROR:  25006: .*slave of master "c" \(epoch 2\)/, '1: B refuses writes, naming c');
+like($err_b // '', qr/ERROR:  25006: .*master "c".*epoch 2\b/s, '1: B refuses writes, naming c');
 
 # The former master comes back: it believes it is master at epoch 1.
 $na->start;
 ok(wait_node($na, 'a|slave|2|c'), '1: A, reached by C\'s worker, became slave of c at epoch 2');
 my $err_a = psql_error($na, q{SELECT insert_events_array(ARRAY['{"on": "a"}']::jsonb[])});
-like($err_a // '', qr/ERROR:  25006: .*slave of master "c" \(epoch 2\)/, '1: A refuses writes, naming c');
+like($err_a // '', qr/ERROR:  25006: .*master "c".*epoch 2\b/s, '1: A refuses writes, naming c');
 is($na->safe_psql('postgres', $diverged_sql), rows_after($a_dump, 15),
 	'1: A\'s diverged_events hold exactly the events C never had (ids 16 to 18), with their ts and contents');
 is($na->safe_psql('postgres', q{SELECT string_agg(DISTINCT epoch::text, ',') FROM replicator.diverged_events}),
@@ -151,7 +151,7 @@ cmp_ok(max_id($na), '<=', $b_max, '2: A holds no more events than B');
 
 $err = psql_error($nb, q{SELECT * FROM replicator.promote()});
 ok(defined $err, '2: promote() on B is refused: its lag at its last contact exceeded its tolerance');
-like($err // '', qr/ERROR: .*(lag|toleran)/i, '2: the error says it is the lag');
+like($err // '', qr/ERROR: .*lag.*toleran/is, '2: the error says it is the lag');
 is(node_info($nb), 'b|slave|2|c', '2: B is still slave of c at epoch 2');
 
 is($nb->safe_psql('postgres', q{SELECT master, epoch, last_event_id FROM replicator.promote(force => true)}),
@@ -179,7 +179,7 @@ ok($nb->poll_query_until('postgres', q{SELECT diverged FROM replicator.replica_s
 	"2: replica_status on B reports $n_diverged diverged events on c");
 is($na->safe_psql('postgres', $diverged_sql), rows_after($a_dump, 15), '2: A\'s diverged events of round 1 are kept');
 my $err_c = psql_error($nc, q{SELECT insert_events_array(ARRAY['{"on": "c"}']::jsonb[])});
-like($err_c // '', qr/ERROR:  25006: .*slave of master "b" \(epoch 3\)/, '2: C refuses writes, naming b');
+like($err_c // '', qr/ERROR:  25006: .*master "b".*epoch 3\b/s, '2: C refuses writes, naming b');
 
 insert_tagged($nb, 'end', 3);
 ok(wait_replica($nb, 'a') && wait_replica($nb, 'c'), '2: A and C caught up with B');
