@@ -201,9 +201,32 @@ apply_topology(Jsonb *topology, const char *md5)
 			   " started_at pg_catalog.timestamptz, how pg_catalog.text, detail pg_catalog.text)",
 			   1, types, values, SPI_OK_INSERT);
 	values[1] = CStringGetTextDatum(md5);
-	exec_owner("UPDATE replicator.node_state SET routing = $1 OPERATOR(pg_catalog.->>) 'routing',"
+	exec_owner("UPDATE replicator.node_state SET routing = coalesce($1 OPERATOR(pg_catalog.->>) 'routing', routing),"
 			   " topology_md5 = $2",
 			   2, types, values, SPI_OK_UPDATE);
+}
+
+/*
+ * Whether this node and the master's topology began with the same
+ * registration: epoch 1 with the same master, started at the same moment.
+ * A master of another topology must not demote this node.
+ */
+static bool
+same_topology(Jsonb *topology)
+{
+	Oid			types[1] = {JSONBOID};
+	Datum		values[1] = {JsonbPGetDatum(topology)};
+	bool		isnull;
+
+	exec_owner("SELECT NOT EXISTS (SELECT FROM replicator.epochs WHERE epoch OPERATOR(pg_catalog.=) 1)"
+			   " OR EXISTS (SELECT FROM replicator.epochs l,"
+			   "  pg_catalog.jsonb_to_recordset($1 OPERATOR(pg_catalog.->) 'epochs')"
+			   "  AS e(epoch pg_catalog.int8, master pg_catalog.text, started_at pg_catalog.timestamptz)"
+			   "  WHERE l.epoch OPERATOR(pg_catalog.=) 1 AND e.epoch OPERATOR(pg_catalog.=) 1"
+			   "  AND l.master OPERATOR(pg_catalog.=) e.master"
+			   "  AND l.started_at OPERATOR(pg_catalog.=) e.started_at)",
+			   1, types, values, SPI_OK_SELECT);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 /* Insert or update this node's row. */
@@ -274,6 +297,12 @@ replicator_attach_to_master(PG_FUNCTION_ARGS)
 															  CStringGetTextDatum(JsonbToCString(NULL, &topology->root,
 																								 VARSIZE(topology))))));
 
+	if (state.exists && !same_topology(topology))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("node \"%s\" belongs to another topology than \"%s\"", state.name, master),
+				 errdetail("Their first epochs differ (master and start), so their histories are not one."),
+				 errhint("A node leaves its topology only by DROP EXTENSION replicator.")));
 	if (!state.exists || state.epoch < epoch)
 	{
 		int64		max_id;
@@ -347,7 +376,7 @@ replicator_master_heartbeat(PG_FUNCTION_ARGS)
 	SPI_connect();
 	if (replicator_spi_execute_as_owner(psprintf("UPDATE replicator.node_state SET contact_at = pg_catalog.now(),"
 												 " contact_master_max_id = $2,"
-												 " contact_lag_events = pg_catalog.greatest($2 OPERATOR(pg_catalog.-)"
+												 " contact_lag_events = GREATEST($2 OPERATOR(pg_catalog.-)"
 												 "   (SELECT coalesce(pg_catalog.max(e.id), 0) FROM %s e), 0),"
 												 " contact_lag = coalesce(pg_catalog.now() OPERATOR(pg_catalog.-) $3, interval '0')"
 												 " WHERE epoch OPERATOR(pg_catalog.=) $1 AND name OPERATOR(pg_catalog.<>) master",
@@ -423,7 +452,7 @@ replicator_become_master(NodeState *state, int64 epoch, const char *how, const c
 			   " topology_md5 = NULL",
 			   2, types, values, SPI_OK_UPDATE);
 	exec_owner("INSERT INTO replicator.epochs (epoch, master, first_id, how, detail)"
-			   " VALUES ($1, $2, $3, $4, pg_catalog.nullif($5, ''))",
+			   " VALUES ($1, $2, $3, $4, NULLIF($5, ''))",
 			   5, types, values, SPI_OK_INSERT);
 	/* the one master row moves: the old one first, for the unique index */
 	exec_owner("UPDATE replicator.replicas SET role = 'slave'"

@@ -1,20 +1,526 @@
 /*-------------------------------------------------------------------------
  *
  * promote.c
- *	  promote(): switchover and failover.
+ *	  promote(): switchover (on the master, naming a slave) and failover
+ *	  (on a slave, whose master is gone).
+ *
+ * Switchover loses no acknowledged event: the master is fenced first
+ * (insert_events refuses, naming the candidate), every call under way
+ * finishes or fails (the fence holds the id row), the candidate is waited
+ * for until it holds every event, and only then takes over at the next
+ * epoch; this node becomes its slave in the same transaction that ends the
+ * fence.  If the candidate cannot hold every event in time, the error rolls
+ * everything back and the fence goes with the transaction.
+ *
+ * Failover is judged by what this slave last heard from its master (the
+ * heartbeats of node_protocol.c) and by asking every other node it can
+ * reach where it stands.  Whatever the old master held beyond this node is
+ * set aside on it when the new master's stream reaches it.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/timestamp.h"
+
+#include "catalog.h"
+#include "connection.h"
+#include "node.h"
+#include "node_protocol.h"
+#include "replicas.h"
+#include "shmem.h"
+#include "write_guard.h"
+
+#define PROMOTE_APPNAME "replicator:promote"
+
+/* A replica's row, as a promotion needs it. */
+typedef struct NodeRow
+{
+	char	   *name;
+	char	   *conninfo;
+	bool		require_password;
+	char	   *role;
+	bool		has_tolerance;
+	int64		tolerance_us;
+} NodeRow;
+
+static bool fence_callback_registered = false;
+
+/* The fence ends with the transaction that set it, committed or not. */
+static void
+unfence_at_end(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
+		replicator_unfence();
+}
+
+/* Every replica row; needs SPI. */
+static List *
+read_nodes(void)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	List	   *rows = NIL;
+	int			ret;
+
+	ret = replicator_spi_execute_as_owner("SELECT name, conninfo, changed_by, role,"
+										  " pg_catalog.date_part('epoch', lag_tolerance) * 1000000"
+										  " FROM replicator.replicas ORDER BY name",
+										  0, NULL, NULL, NULL, true);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read replicator.replicas: %s", SPI_result_code_string(ret));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		MemoryContext spi = MemoryContextSwitchTo(caller);
+		NodeRow    *row = palloc0(sizeof(NodeRow));
+		bool		isnull;
+		Datum		tolerance;
+
+		row->name = SPI_getvalue(tuple, desc, 1);
+		row->conninfo = SPI_getvalue(tuple, desc, 2);
+		row->require_password = replicator_replica_requires_password(SPI_getvalue(tuple, desc, 3));
+		row->role = SPI_getvalue(tuple, desc, 4);
+		tolerance = SPI_getbinval(tuple, desc, 5, &isnull);
+		row->has_tolerance = !isnull;
+		if (!isnull)
+			row->tolerance_us = (int64) DatumGetFloat8(tolerance);
+		rows = lappend(rows, row);
+		MemoryContextSwitchTo(spi);
+	}
+	return rows;
+}
+
+static NodeRow *
+find_node(List *rows, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, rows)
+		if (strcmp(((NodeRow *) lfirst(lc))->name, name) == 0)
+			return lfirst(lc);
+	return NULL;
+}
+
+/* The stream to name in shared memory: its position, state and kind. */
+static bool
+stream_position(const char *name, int64 *position, ReplicaState *state, bool *is_node)
+{
+	bool		found = false;
+
+	LWLockAcquire(ReplicatorState->lock, LW_SHARED);
+	for (int i = 0; i < REPLICATOR_MAX_REPLICAS; i++)
+	{
+		ReplicaSlot *slot = &ReplicatorState->slots[i];
+
+		if (slot->in_use && slot->dboid == MyDatabaseId && strcmp(slot->name, name) == 0)
+		{
+			*position = slot->position;
+			*state = slot->pid == 0 ? REPLICA_STOPPED : slot->state;
+			*is_node = slot->is_node;
+			found = slot->wanted;
+		}
+	}
+	LWLockRelease(ReplicatorState->lock);
+	return found;
+}
+
+/*
+ * Another node's (name, epoch, max_id), or false if it cannot be reached
+ * now (*why says why).
+ */
+static bool
+ask_position(NodeRow *row, char **name, int64 *epoch, int64 *max_id, char **why)
+{
+	bool		transient;
+	PGconn	   *conn = replicator_remote_connect(row->conninfo, PROMOTE_APPNAME, REPLICATOR_SESSION_QUERY,
+												 row->require_password, why, &transient);
+	PGresult   *res;
+
+	if (conn == NULL)
+		return false;
+	/* a plain destination (no extension) says only how many events it has */
+	res = replicator_remote_one_row(conn,
+									"SELECT CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_extension"
+									"  WHERE extname OPERATOR(pg_catalog.=) 'replicator')"
+									" THEN 'node' ELSE 'plain' END",
+									0, NULL, why, &transient);
+	if (res != NULL && strcmp(PQgetvalue(res, 0, 0), "plain") == 0)
+	{
+		PQclear(res);
+		res = replicator_remote_one_row(conn,
+										"SELECT NULL, 0, coalesce(pg_catalog.max(id), 0) FROM events",
+										0, NULL, why, &transient);
+	}
+	else if (res != NULL)
+	{
+		PQclear(res);
+		res = replicator_remote_one_row(conn, "SELECT name, epoch, max_id FROM replicator.node_position()",
+										0, NULL, why, &transient);
+	}
+	if (res != NULL)
+	{
+		*name = PQgetisnull(res, 0, 0) ? NULL : pstrdup(PQgetvalue(res, 0, 0));
+		*epoch = strtoi64(PQgetvalue(res, 0, 1), NULL, 10);
+		*max_id = strtoi64(PQgetvalue(res, 0, 2), NULL, 10);
+		PQclear(res);
+	}
+	replicator_remote_close(conn);
+	return res != NULL;
+}
+
+/* Block insert_events for good in this transaction: take the id row. */
+static void
+hold_id_row(void)
+{
+	Oid			nspid = replicator_source_namespace();
+	Oid			id_relid = get_relname_relid("id", nspid);
+	volatile int ret = 0;
+
+	/*
+	 * An UPDATE, not FOR UPDATE: a REPEATABLE READ writer waiting for the
+	 * row then fails on its new version instead of missing our commit.
+	 */
+	replicator_allow_next_write(id_relid);
+	PG_TRY();
+	{
+		ret = replicator_spi_execute_as_owner(psprintf("UPDATE %s.id SET id = id",
+													   quote_identifier(get_namespace_name(nspid))),
+											  0, NULL, NULL, NULL, false);
+	}
+	PG_FINALLY();
+	{
+		replicator_forbid_writes();
+	}
+	PG_END_TRY();
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "could not lock the id row: %s", SPI_result_code_string(ret));
+}
+
+static int64
+source_max_id(void)
+{
+	TimestampTz ts;
+
+	return replicator_local_max_id(replicator_source_namespace(), &ts);
+}
+
+/* This master becomes the slave of the new one (after take_over there). */
+static void
+become_slave(NodeState *state, const char *master, int64 epoch, int64 first_id)
+{
+	Oid			types[4] = {INT8OID, TEXTOID, INT8OID, TEXTOID};
+	Datum		values[4] = {Int64GetDatum(epoch), CStringGetTextDatum(master),
+		Int64GetDatum(first_id),
+	CStringGetTextDatum(psprintf("from \"%s\"", state->name))};
+
+	if (replicator_spi_execute_as_owner("UPDATE replicator.node_state SET epoch = $1, master = $2,"
+										" topology_md5 = NULL",
+										2, types, values, NULL, false) != SPI_OK_UPDATE ||
+		replicator_spi_execute_as_owner("INSERT INTO replicator.epochs (epoch, master, first_id, how, detail)"
+										" VALUES ($1, $2, $3, 'switchover', $4)",
+										4, types, values, NULL, false) != SPI_OK_INSERT ||
+		replicator_spi_execute_as_owner("UPDATE replicator.replicas SET role = 'slave'"
+										" WHERE role OPERATOR(pg_catalog.=) 'master'",
+										0, NULL, NULL, NULL, false) != SPI_OK_UPDATE ||
+		replicator_spi_execute_as_owner("UPDATE replicator.replicas SET role = 'master',"
+										" invalid_reason = NULL, invalid_since = NULL"
+										" WHERE name OPERATOR(pg_catalog.=) $2",
+										2, types, values, NULL, false) != SPI_OK_UPDATE)
+		elog(ERROR, "could not record the switchover");
+	replicator_request_rescan_at_commit();
+	ereport(LOG,
+			(errmsg("replicator: node \"%s\" handed over to \"%s\" at epoch " INT64_FORMAT " after event id " INT64_FORMAT,
+					state->name, master, epoch, first_id - 1)));
+}
+
+static int64
+switchover(NodeState *state, const char *name, int64 timeout_ms)
+{
+	List	   *rows = read_nodes();
+	NodeRow    *target = find_node(rows, name);
+	int64		epoch = state->epoch + 1;
+	int64		max_id;
+	int64		position = -1;
+	ReplicaState stream_state = REPLICA_STOPPED;
+	bool		is_node = false;
+	TimestampTz deadline;
+	PGconn	   *conn;
+	PGresult   *res;
+	char	   *error;
+	bool		transient;
+	const char *params[3];
+
+	if (target == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("replica \"%s\" does not exist", name)));
+	if (strcmp(name, state->name) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"%s\" is the master already", name)));
+	if (!stream_position(name, &position, &stream_state, &is_node) || !is_node)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("\"%s\" cannot become master: %s", name,
+						!is_node && position >= 0 ?
+						"its database does not have the extension (a plain destination)" :
+						"it is not being streamed to (paused, invalid, or not reached yet)"),
+				 errhint("replicator.replica_status says how each replica stands.")));
+
+	/* fence, then wait for every insert_events under way */
+	if (!fence_callback_registered)
+	{
+		RegisterXactCallback(unfence_at_end, NULL);
+		fence_callback_registered = true;
+	}
+	replicator_fence(name);
+	hold_id_row();
+	max_id = source_max_id();
+
+	/* drain: the candidate's stream reaches max_id */
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (!stream_position(name, &position, &stream_state, &is_node))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("switchover to \"%s\" abandoned: its stream stopped", name)));
+		if (position >= max_id)
+			break;
+		if (GetCurrentTimestamp() >= deadline)
+			ereport(ERROR,
+					(errcode(ERRCODE_QUERY_CANCELED),
+					 errmsg("switchover to \"%s\" abandoned: it did not hold every event within " INT64_FORMAT " ms",
+							name, timeout_ms),
+					 errdetail("It holds " INT64_FORMAT " of " INT64_FORMAT " events (stream %s). Nothing changed: this node is master again.",
+							   Max(position, 0), max_id, replicator_replica_state_name(stream_state)),
+					 errhint("replicator.replica_status says why it lags; resume it, or promote another slave.")));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+
+	/* the candidate takes over at the next epoch */
+	conn = replicator_remote_connect(target->conninfo, PROMOTE_APPNAME, REPLICATOR_SESSION_QUERY,
+									 target->require_password, &error, &transient);
+	if (conn == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("switchover to \"%s\" abandoned: %s", name, error)));
+	params[0] = psprintf(INT64_FORMAT, epoch);
+	params[1] = state->name;
+	params[2] = psprintf(INT64_FORMAT, max_id);
+	res = replicator_remote_one_row(conn, "SELECT replicator.take_over($1::pg_catalog.int8, $2, $3::pg_catalog.int8)",
+									3, params, &error, &transient);
+	if (res == NULL && PQstatus(conn) == CONNECTION_OK)
+	{
+		replicator_remote_close(conn);
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("switchover to \"%s\" abandoned: it refused: %s", name, error)));
+	}
+	if (res != NULL)
+		PQclear(res);
+	else
+	{
+		char	   *other;
+		int64		other_epoch = 0;
+		int64		other_max;
+		char	   *why;
+
+		/*
+		 * The connection broke: did it take over?  If it says no, nothing
+		 * changed.  If it cannot say, this node steps down anyway: a master
+		 * too many could lose events, no master only waits for promote().
+		 */
+		if (ask_position(target, &other, &other_epoch, &other_max, &why) && other_epoch < epoch)
+		{
+			replicator_remote_close(conn);
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("switchover to \"%s\" abandoned: %s", name, error)));
+		}
+		if (other_epoch < epoch)
+			ereport(WARNING,
+					(errmsg("switchover to \"%s\": whether it took over is unknown (%s); this node steps down", name, error),
+					 errhint("If \"%s\" is not master, run replicator.promote() on it.", name)));
+	}
+	replicator_remote_close(conn);
+
+	become_slave(state, name, epoch, max_id + 1);
+	return max_id;
+}
+
+static int64
+failover(NodeState *state, bool force)
+{
+	List	   *rows = read_nodes();
+	NodeRow    *self = find_node(rows, state->name);
+	int64		max_id = source_max_id();
+	StringInfoData reasons;
+	ListCell   *lc;
+	int64		epoch = state->epoch + 1;
+
+	initStringInfo(&reasons);
+
+	/* how far behind this node was when the master last spoke */
+	if (self != NULL && self->has_tolerance)
+	{
+		if (!state->has_contact)
+			appendStringInfo(&reasons, "This node has had no word from master \"%s\" at epoch " INT64_FORMAT ". ",
+							 state->master, state->epoch);
+		else if (self->tolerance_us == 0 &&
+				 (state->contact_lag_events > 0 || max_id < state->contact_master_max_id))
+			appendStringInfo(&reasons, "At its last contact with the master (%s) this node lacked " INT64_FORMAT " events, and its lag tolerance is 0. ",
+							 timestamptz_to_str(state->contact_at),
+							 Max(state->contact_lag_events, state->contact_master_max_id - max_id));
+		else if (state->contact_lag_us > self->tolerance_us)
+			appendStringInfo(&reasons, "Its lag at its last contact with the master (%s) was %.3f s, above its lag tolerance of %.3f s. ",
+							 timestamptz_to_str(state->contact_at),
+							 state->contact_lag_us / 1e6, self->tolerance_us / 1e6);
+	}
+
+	/* where the others stand */
+	foreach(lc, rows)
+	{
+		NodeRow    *row = lfirst(lc);
+		char	   *other;
+		int64		other_epoch;
+		int64		other_max;
+		char	   *why;
+
+		if (row == self)
+			continue;
+		if (!ask_position(row, &other, &other_epoch, &other_max, &why))
+		{
+			ereport(NOTICE,
+					(errmsg("node \"%s\" cannot be reached: %s", row->name, why)));
+			continue;
+		}
+		if (other_epoch > state->epoch)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("failover refused: node \"%s\" is at epoch " INT64_FORMAT ", this node at " INT64_FORMAT,
+							row->name, other_epoch, state->epoch),
+					 errdetail("A newer master exists; its stream will reach this node.")));
+		if (other == NULL && other_max > max_id)
+		{
+			/* a plain destination: it holds events this node lacks */
+			appendStringInfo(&reasons, "Destination \"%s\" (no extension) holds " INT64_FORMAT " events, this node " INT64_FORMAT ". ",
+							 row->name, other_max, max_id);
+			continue;
+		}
+		if (other_epoch < state->epoch)
+			continue;
+		if (other != NULL && strcmp(row->name, state->master) == 0)
+			appendStringInfo(&reasons, "Master \"%s\" is reachable: a switchover, replicator.promote('%s') on it, loses nothing. ",
+							 row->name, state->name);
+		else if (other_max > max_id)
+			appendStringInfo(&reasons, "Slave \"%s\" holds " INT64_FORMAT " events, this node " INT64_FORMAT ": promote it instead. ",
+							 row->name, other_max, max_id);
+	}
+	if (reasons.len > 0 && !force)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("failover to \"%s\" refused", state->name),
+				 errdetail("%s", reasons.data),
+				 errhint("promote(force => true) overrides this, and the topology records it.")));
+
+	/* the old master's stream stops here, at a batch boundary */
+	replicator_lock_event_source();
+	max_id = source_max_id();
+	replicator_become_master(state, epoch, reasons.len > 0 ? "forced failover" : "failover",
+							 psprintf("from \"%s\"%s%s", state->master,
+									  reasons.len > 0 ? ": " : "", reasons.data),
+							 max_id + 1);
+	return max_id;
+}
 
 PG_FUNCTION_INFO_V1(replicator_promote);
 
+/*
+ * promote(name, timeout, force): with a name, on the master, a switchover
+ * to that slave; without, on a slave, a failover to it.  Returns the
+ * master, its epoch, and the last event of the epoch before.
+ */
 Datum
 replicator_promote(PG_FUNCTION_ARGS)
 {
-	ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("not implemented yet")));
-	PG_RETURN_VOID();
-}
+	char	   *name = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Interval   *timeout = PG_ARGISNULL(1) ? NULL : PG_GETARG_INTERVAL_P(1);
+	bool		force = PG_ARGISNULL(2) ? false : PG_GETARG_BOOL(2);
+	int64		timeout_ms = 30000;
+	NodeState	state;
+	int64		last_id;
+	TupleDesc	desc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
 
+	replicator_check_admin();
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (timeout != NULL)
+		timeout_ms = (timeout->time + (timeout->day * USECS_PER_DAY) +
+					  (int64) timeout->month * DAYS_PER_MONTH * USECS_PER_DAY) / 1000;
+	if (timeout_ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout must not be negative")));
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("promote() must run at isolation level READ COMMITTED"),
+				 errdetail("It must see every event committed while it waits.")));
+	if (ReplicatorState == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("replicator is not loaded through shared_preload_libraries")));
+
+	SPI_connect();
+	/* one promotion at a time, and no attach meanwhile */
+	if (!replicator_read_node_state(&state, true))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("this database is in no topology"),
+				 errhint("Register it as master first: replicator.add_replica('<name>', '<how others reach it>', role => 'master').")));
+	if (name != NULL)
+	{
+		if (!state.is_master)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("this node is a slave of \"%s\": a switchover runs on the master", state.master),
+					 errhint("On a slave whose master is gone, replicator.promote() without a name is a failover.")));
+		if (force)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("force applies to a failover only")));
+		last_id = switchover(&state, name, timeout_ms);
+		values[0] = CStringGetTextDatum(name);
+	}
+	else
+	{
+		if (state.is_master)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("this node is the master of epoch " INT64_FORMAT " already", state.epoch),
+					 errhint("A switchover names the slave: replicator.promote('<slave>').")));
+		last_id = failover(&state, force);
+		values[0] = CStringGetTextDatum(state.name);
+	}
+	SPI_finish();
+	values[1] = Int64GetDatum(state.epoch + 1);
+	values[2] = Int64GetDatum(last_id);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
+}

@@ -30,12 +30,13 @@
 #include "destination.h"
 #include "dump_restore.h"
 #include "node.h"
+#include "replicas.h"
 #include "shmem.h"
 
 #define REPLICA_NAME_PATTERN_HINT "A replica name is 1 to 48 letters, digits, '_', '.' or '-'."
 
-static void
-check_admin(void)
+void
+replicator_check_admin(void)
 {
 	Oid			admin = get_role_oid("replicator_admin", true);
 
@@ -166,7 +167,7 @@ replicator_add_replica(PG_FUNCTION_ARGS)
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	NodeState	state;
 
-	check_admin();
+	replicator_check_admin();
 	check_name(name);
 	(void) checked_conninfo_mask(conninfo, name);
 	if (strcmp(role, "master") != 0 && strcmp(role, "slave") != 0)
@@ -227,7 +228,7 @@ PG_FUNCTION_INFO_V1(replicator_drop_replica);
 Datum
 replicator_drop_replica(PG_FUNCTION_ARGS)
 {
-	check_admin();
+	replicator_check_admin();
 	(void) check_topology_writable(text_arg(fcinfo, 0, "name"), true);
 	change_replica("DELETE FROM replicator.replicas WHERE name OPERATOR(pg_catalog.=) $1", text_arg(fcinfo, 0, "name"));
 	PG_RETURN_VOID();
@@ -238,7 +239,7 @@ PG_FUNCTION_INFO_V1(replicator_pause_replica);
 Datum
 replicator_pause_replica(PG_FUNCTION_ARGS)
 {
-	check_admin();
+	replicator_check_admin();
 	(void) check_topology_writable(text_arg(fcinfo, 0, "name"), false);
 	change_replica("UPDATE replicator.replicas SET enabled = false WHERE name OPERATOR(pg_catalog.=) $1",
 				   text_arg(fcinfo, 0, "name"));
@@ -251,7 +252,7 @@ PG_FUNCTION_INFO_V1(replicator_resume_replica);
 Datum
 replicator_resume_replica(PG_FUNCTION_ARGS)
 {
-	check_admin();
+	replicator_check_admin();
 	(void) check_topology_writable(text_arg(fcinfo, 0, "name"), false);
 	change_replica("UPDATE replicator.replicas SET enabled = true, invalid_reason = NULL,"
 				   " invalid_since = NULL WHERE name OPERATOR(pg_catalog.=) $1",
@@ -353,7 +354,7 @@ replicator_validate(PG_FUNCTION_ARGS)
 	MemoryContext caller = CurrentMemoryContext;
 	int			ret;
 
-	check_admin();
+	replicator_check_admin();
 	InitMaterializedSRF(fcinfo, 0);
 
 	SPI_connect();

@@ -4,15 +4,20 @@
 
 \echo Use "ALTER EXTENSION replicator UPDATE TO '1.2'" to load this file. \quit
 
--- In 1.2 the replica with role 'master' is this node itself: only one.
+-- Before 1.2 the role was stored and unused: every replica was a plain
+-- destination, and stays one.  From 1.2 on, role 'master' names this node
+-- as a topology's master (add_replica(..., role => 'master')).
 DO $$
+DECLARE
+	masters text;
 BEGIN
-	IF (SELECT pg_catalog.count(*) FROM replicator.replicas WHERE role = 'master') > 1 THEN
-		RAISE EXCEPTION 'replicator 1.2 allows one replica with role ''master'', this database has %',
-			(SELECT pg_catalog.count(*) FROM replicator.replicas WHERE role = 'master')
-			USING ERRCODE = 'unique_violation',
-				  DETAIL = 'From 1.2 on, the master is the node that registers itself with add_replica(..., role => ''master'').',
-				  HINT = 'Drop the extra ones with replicator.drop_replica() and add them again as slaves, then update.';
+	SELECT pg_catalog.string_agg(pg_catalog.quote_literal(name), ', ' ORDER BY name) INTO masters
+	FROM replicator.replicas WHERE role = 'master';
+	IF masters IS NOT NULL THEN
+		UPDATE replicator.replicas SET role = 'slave' WHERE role = 'master';
+		RAISE NOTICE 'replicas % keep streaming as destinations (role ''slave'')', masters
+			USING DETAIL = 'From 1.2 on, role ''master'' names this database itself as the master of a topology.',
+				  HINT = 'To make this database a topology''s master: SELECT replicator.add_replica(''<name>'', ''<how others reach it>'', role => ''master'').';
 	END IF;
 END
 $$;

@@ -421,14 +421,14 @@ replicator_check_destination(PGconn *conn, SourceFacts *facts, bool create_table
 	{
 		PQclear(res);
 		res = query_row(conn,
-					"SELECT pg_catalog.concat_ws(', ',"
-					" CASE WHEN pg_catalog.to_regclass('id') IS NOT NULL THEN 'table id' END,"
-					" (SELECT 'function insert_events' FROM pg_catalog.pg_proc"
-					"  WHERE proname OPERATOR(pg_catalog.=) 'insert_events' AND pg_catalog.pg_function_is_visible(oid) LIMIT 1),"
-					" (SELECT 'trigger notify_insert' FROM pg_catalog.pg_trigger"
-					"  WHERE tgname OPERATOR(pg_catalog.=) 'notify_insert'"
-					"  AND tgrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('events')))",
-					0, NULL, &checks, "no source objects");
+						"SELECT pg_catalog.concat_ws(', ',"
+						" CASE WHEN pg_catalog.to_regclass('id') IS NOT NULL THEN 'table id' END,"
+						" (SELECT 'function insert_events' FROM pg_catalog.pg_proc"
+						"  WHERE proname OPERATOR(pg_catalog.=) 'insert_events' AND pg_catalog.pg_function_is_visible(oid) LIMIT 1),"
+						" (SELECT 'trigger notify_insert' FROM pg_catalog.pg_trigger"
+						"  WHERE tgname OPERATOR(pg_catalog.=) 'notify_insert'"
+						"  AND tgrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('events')))",
+						0, NULL, &checks, "no source objects");
 		if (res == NULL)
 			return checks;
 		if (*PQgetvalue(res, 0, 0) != '\0')
