@@ -12,7 +12,9 @@ use Exporter 'import';
 use IO::Socket::INET;
 
 our @EXPORT = qw(source_node destination_node dump_events compare_events
-  wait_replica add_replica events_count silent_listener);
+  wait_replica add_replica events_count silent_listener
+  node_with_extension register_master add_slave node_info wait_node
+  psql_error insert_tagged);
 
 # A source: library preloaded, extension created in database postgres.
 sub source_node
@@ -26,6 +28,68 @@ sub source_node
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION replicator');
 	return $node;
+}
+
+# A node of a topology: a server like a source (library preloaded,
+# extension in database postgres), which may become master or slave.
+sub node_with_extension
+{
+	my ($name, @conf) = @_;
+	return source_node($name, @conf);
+}
+
+# This database becomes node $name, master of its topology (epoch 1).
+sub register_master
+{
+	my ($node, $name) = @_;
+	my $conn = $node->connstr('postgres');
+	$node->safe_psql('postgres',
+		"SELECT replicator.add_replica('$name', \$\$$conn\$\$, role => 'master')");
+}
+
+# $dest becomes slave $name of the master $master, with a lag tolerance.
+sub add_slave
+{
+	my ($master, $name, $dest, $tolerance) = @_;
+	my $conn = $dest->connstr('postgres');
+	my $tol = defined $tolerance ? ", lag_tolerance => '$tolerance'" : '';
+	$master->safe_psql('postgres',
+		"SELECT replicator.add_replica('$name', \$\$$conn\$\$, role => 'slave'$tol)");
+}
+
+# What a node says of itself: "name|role|epoch|master".
+sub node_info
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres',
+		'SELECT name, role, epoch, master FROM replicator.node()');
+}
+
+# Wait until node() says "name|role|epoch|master"; false on timeout.
+sub wait_node
+{
+	my ($node, $expected) = @_;
+	return $node->poll_query_until('postgres',
+		q{SELECT concat_ws('|', name, role, epoch, master) FROM replicator.node()},
+		$expected);
+}
+
+# Runs SQL expected to fail: the error (with its SQLSTATE: "ERROR:  25006:
+# ..."), or undef if it succeeded.
+sub psql_error
+{
+	my ($node, $sql) = @_;
+	my ($ret, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\n$sql");
+	return undef if $ret == 0;
+	return $err;
+}
+
+# Inserts $n events {"tag": $tag, "k": 1..n} in one call; "first|last".
+sub insert_tagged
+{
+	my ($node, $tag, $n) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT first_id, last_id FROM insert_events_array(ARRAY(SELECT jsonb_build_object('tag', '$tag', 'k', k) FROM generate_series(1, $n) k))");
 }
 
 sub destination_node
