@@ -355,30 +355,26 @@ query_row(PGconn *conn, const char *sql, int nparams, const char *const *values,
 }
 
 /*
- * Run slate's checks.  Stops at the first that fails, since later checks
- * depend on earlier ones.  create_table: make slate's events table if the
- * destination has none.  info gets what the destination reported.
+ * Which database the destination is: not the source itself, nor one another
+ * replica already streams to.  Run before anything is written there (a node
+ * is attached only after these pass).  info->identity gets the identity.
  */
 List *
-replicator_check_destination(PGconn *conn, SourceFacts *facts, bool create_table, DestinationInfo *info)
+replicator_check_identity(PGconn *conn, SourceFacts *facts, DestinationInfo *info)
 {
 	List	   *checks = NIL;
-	PGresult   *res;
 	ListCell   *ln,
 			   *li;
 	bool		distinct = true;
+	char	   *error = NULL;
+	bool		transient;
 
 	memset(info, 0, sizeof(DestinationInfo));
 	info->max_id = -1;
 
-	{
-		char	   *error = NULL;
-		bool		transient;
-
-		info->identity = replicator_remote_identity(conn, &error, &transient);
-		if (info->identity == NULL)
-			return add_failed_query(checks, "identity", error, transient);
-	}
+	info->identity = replicator_remote_identity(conn, &error, &transient);
+	if (info->identity == NULL)
+		return add_failed_query(checks, "identity", error, transient);
 
 	if (strcmp(info->identity, facts->identity) == 0)
 		return replicator_add_check(checks, "not the source", false,
@@ -397,7 +393,35 @@ replicator_check_destination(PGconn *conn, SourceFacts *facts, bool create_table
 	}
 	if (!distinct)
 		return checks;
-	checks = replicator_add_check(checks, "distinct destination", true, NULL);
+	return replicator_add_check(checks, "distinct destination", true, NULL);
+}
+
+/*
+ * Run slate's checks: replicator_check_identity's, then those of what the
+ * destination holds.  Stops at the first that fails, since later checks
+ * depend on earlier ones.  create_table: make slate's events table if the
+ * destination has none.  info gets what the destination reported.
+ */
+List *
+replicator_check_destination(PGconn *conn, SourceFacts *facts, bool create_table, DestinationInfo *info)
+{
+	List	   *checks = replicator_check_identity(conn, facts, info);
+	bool		transient;
+
+	if (replicator_first_failure(checks, &transient) != NULL)
+		return checks;
+	return list_concat(checks, replicator_check_contents(conn, facts, create_table, info));
+}
+
+/*
+ * The checks of what an identified destination holds (after
+ * replicator_check_identity, and the attach of a node).
+ */
+List *
+replicator_check_contents(PGconn *conn, SourceFacts *facts, bool create_table, DestinationInfo *info)
+{
+	List	   *checks = NIL;
+	PGresult   *res;
 
 	/*
 	 * slate refuses a destination that holds source objects; a node of a

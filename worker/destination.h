@@ -51,6 +51,9 @@ typedef struct SourceFacts
 
 extern void replicator_read_source_facts(Oid nspid, const char *replica, SourceFacts *facts);
 extern List *replicator_add_check(List *checks, const char *check, bool ok, char *detail);
+extern List *replicator_check_identity(PGconn *conn, SourceFacts *facts, DestinationInfo *info);
+extern List *replicator_check_contents(PGconn *conn, SourceFacts *facts, bool create_table,
+									   DestinationInfo *info);
 extern List *replicator_check_destination(PGconn *conn, SourceFacts *facts, bool create_table,
 										  DestinationInfo *info);
 extern bool replicator_first_event_matches(PGconn *conn, SourceFacts *facts, char **detail,

@@ -820,8 +820,8 @@ stream(ApplySet *apply, const ReplicaConfig *connected, bool is_node)
 
 /*
  * If the destination has the extension, attach to it as its master (a
- * standalone source cannot: it has no epoch to give).  NULL, or why not
- * (*transient: for now).
+ * standalone source does not: it has no epoch to give, and the checks refuse
+ * such a destination).  NULL, or why not (*transient: for now).
  */
 static char *
 attach_node(PGconn *conn, const ReplicaConfig *config, NodeAttach *attach, bool *is_node,
@@ -838,8 +838,9 @@ attach_node(PGconn *conn, const ReplicaConfig *config, NodeAttach *attach, bool 
 	if (version == NULL)
 		return NULL;			/* plain PostgreSQL: a destination only */
 	*transient = false;
+	/* slate's "no source objects" check refuses it, saying what to do */
 	if (config->node_name == NULL)
-		return psprintf("the destination has the replicator extension: it becomes a slave only of a registered master; register this database first with replicator.add_replica('<name>', '<how others reach it>', role => 'master')");
+		return NULL;
 	if (strcmp(version, REPLICATOR_SQL_VERSION) != 0)
 	{
 		*transient = true;
@@ -959,28 +960,33 @@ replicator_stream_main(Datum arg)
 		}
 
 		/*
-		 * A node (the extension is there) first becomes our slave at our
-		 * epoch, setting aside what it holds beyond our history; then the
-		 * checks see what it holds now.
-		 */
-		error = attach_node(conn, &config, &attach, &is_node, &transient);
-		if (error != NULL)
-		{
-			replicator_remote_close(conn);
-			if (!transient)
-				mark_invalid(error);
-			report_error(error);
-			backoff(attempt++);
-			continue;
-		}
-
-		/*
+		 * Once it is known which database this is (never the source, nor
+		 * another replica's), a node (the extension is there) becomes our
+		 * slave at our epoch, setting aside what it holds beyond our
+		 * history; then the checks see what it holds now.
+		 *
 		 * A destination that fails a check is parked until an operator acts;
 		 * one whose check could not run for now (a lock timeout, a server
 		 * shutting down) is tried again like a failed connection.
 		 */
-		checks = replicator_check_destination(conn, &facts, true, &info);
+		checks = replicator_check_identity(conn, &facts, &info);
 		error = replicator_first_failure(checks, &transient);
+		is_node = false;
+		if (error == NULL)
+		{
+			error = attach_node(conn, &config, &attach, &is_node, &transient);
+			if (error != NULL)
+			{
+				replicator_remote_close(conn);
+				if (!transient)
+					mark_invalid(error);
+				report_error(error);
+				backoff(attempt++);
+				continue;
+			}
+			checks = list_concat(checks, replicator_check_contents(conn, &facts, true, &info));
+			error = replicator_first_failure(checks, &transient);
+		}
 		if (error && PQstatus(conn) == CONNECTION_OK && !transient)
 		{
 			ListCell   *lc;
