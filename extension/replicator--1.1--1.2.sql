@@ -15,7 +15,7 @@ BEGIN
 	FROM replicator.replicas WHERE role = 'master';
 	IF masters IS NOT NULL THEN
 		UPDATE replicator.replicas SET role = 'slave' WHERE role = 'master';
-		RAISE NOTICE 'replicas % keep streaming as destinations (role ''slave'')', masters
+		RAISE WARNING 'replicas % keep streaming as destinations (role ''slave'')', masters
 			USING DETAIL = 'From 1.2 on, role ''master'' names this database itself as the master of a topology.',
 				  HINT = 'To make this database a topology''s master: SELECT replicator.add_replica(''<name>'', ''<how others reach it>'', role => ''master'').';
 	END IF;

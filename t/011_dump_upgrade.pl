@@ -316,7 +316,7 @@ INSERT INTO replicator.replicas (name, conninfo, role, lag_tolerance) VALUES
 $before = dump_events($rst, 'updated11');
 ($ret, $out, $err) = $rst->psql('updated11', 'ALTER EXTENSION replicator UPDATE');
 is($ret, 0, 'ALTER EXTENSION UPDATE from 1.1 with a master row succeeds');
-like($err, qr/NOTICE:  replicas 'm11' keep streaming as destinations \(role 'slave'\)/,
+like($err, qr/WARNING:  replicas 'm11' keep streaming as destinations \(role 'slave'\)/,
 	'saying that the master row stays a destination');
 is($rst->safe_psql('updated11', q{SELECT extversion FROM pg_extension WHERE extname = 'replicator'}),
 	'1.2', 'updated from 1.1 to 1.2');

@@ -813,6 +813,16 @@ stream(ApplySet *apply, const ReplicaConfig *connected, bool is_node)
 				return error;
 			read_due |= woken;
 		}
+
+		/*
+		 * A batch read while others applied goes out the moment they are
+		 * done: a heartbeat due goes first, or a node behind by a backlog
+		 * would hear nothing of how far behind it is.
+		 */
+		if (is_node && replicator_apply_idle(apply) &&
+			(push_due || TimestampDifferenceExceeds(last_heartbeat, GetCurrentTimestamp(), HEARTBEAT_MS)) &&
+			(error = node_duties(apply, connected, topology, &push_due, &last_heartbeat)) != NULL)
+			return error;
 		if ((error = replicator_apply_send(apply, &batch)) != NULL)
 			return error;
 	}
