@@ -30,6 +30,14 @@ static bool rescan_at_commit = false;
 static bool wake_at_commit = false;
 static Oid	created_db = InvalidOid;
 
+/* An entry as new (free: dboid 0).  Caller holds the lock exclusively. */
+static void
+clear_database_entry(DatabaseEntry *db)
+{
+	memset(db, 0, sizeof(DatabaseEntry));
+	pg_atomic_init_u64(&db->round_robin, 0);
+}
+
 static Size
 replicator_shmem_size(void)
 {
@@ -60,6 +68,8 @@ replicator_shmem_startup_hook(void)
 	{
 		memset(ReplicatorState, 0, replicator_shmem_size());
 		ReplicatorState->lock = &(GetNamedLWLockTranche("replicator"))->lock;
+		for (int i = 0; i < replicator_max_databases; i++)
+			clear_database_entry(&ReplicatorState->databases[i]);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -133,7 +143,7 @@ replicator_try_rescan(Oid dboid)
 		ReplicatorState->databases[i].catalog_generation++;
 	else if (free_entry != NULL)
 	{
-		memset(free_entry, 0, sizeof(DatabaseEntry));
+		clear_database_entry(free_entry);
 		free_entry->dboid = dboid;
 		free_entry->catalog_generation = 1;
 	}
@@ -297,7 +307,7 @@ replicator_forget_database(Oid dboid)
 	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < replicator_max_databases; i++)
 		if (ReplicatorState->databases[i].dboid == dboid)
-			memset(&ReplicatorState->databases[i], 0, sizeof(DatabaseEntry));
+			clear_database_entry(&ReplicatorState->databases[i]);
 	for (int i = 0; i < REPLICATOR_MAX_REPLICAS; i++)
 		if (ReplicatorState->slots[i].dboid == dboid)
 			ReplicatorState->slots[i].in_use = ReplicatorState->slots[i].wanted = false;
@@ -360,7 +370,7 @@ replicator_release_database(Oid dboid, uint64 scanned_generation)
 		DatabaseEntry *db = &ReplicatorState->databases[i];
 
 		if (db->dboid == dboid && db->catalog_generation == scanned_generation)
-			memset(db, 0, sizeof(DatabaseEntry));
+			clear_database_entry(db);
 	}
 	LWLockRelease(ReplicatorState->lock);
 }
