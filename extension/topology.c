@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * topology.c
- *	  node(), topology() and set_read_routing(): what a node says of itself and its topology.
+ *	  node() and topology(): what a node says of itself and its topology.
  *
  *-------------------------------------------------------------------------
  */
