@@ -74,7 +74,7 @@ read_nodes(void)
 	int			ret;
 
 	ret = replicator_spi_execute_as_owner("SELECT name, conninfo, changed_by, role,"
-										  " pg_catalog.date_part('epoch', lag_tolerance) * 1000000"
+										  " pg_catalog.date_part('epoch', lag_tolerance) OPERATOR(pg_catalog.*) 1000000"
 										  " FROM replicator.replicas ORDER BY name",
 										  0, NULL, NULL, NULL, true);
 	if (ret != SPI_OK_SELECT)

@@ -29,6 +29,21 @@ SELECT * FROM replicator.promote('x');
 ROLLBACK;
 SELECT first_id FROM insert_events_array(ARRAY['{"on":"master"}']::jsonb[]);
 
+-- an operator a replicator_admin member plants in its own schema never runs
+-- as the extension's owner (the catalog is read with a fixed search_path)
+CREATE ROLE regress_planter IN ROLE replicator_admin;
+CREATE SCHEMA regress_planter AUTHORIZATION regress_planter;
+SET ROLE regress_planter;
+CREATE FUNCTION regress_planter.m(float8, int) RETURNS float8 LANGUAGE plpgsql
+	AS $$BEGIN RAISE EXCEPTION 'planted operator ran as %', current_user; END$$;
+CREATE OPERATOR regress_planter.* (LEFTARG = float8, RIGHTARG = int, FUNCTION = regress_planter.m);
+SET search_path = regress_planter, public;
+SELECT name, epoch FROM replicator.node_position();
+SELECT replicator.set_read_routing('least-lag');
+SELECT replicator.pause_replica('nosuch');
+RESET search_path;
+RESET ROLE;
+
 \c replicator_regress_node
 CREATE EXTENSION replicator;
 SET client_min_messages = warning;
@@ -108,3 +123,4 @@ DROP DATABASE replicator_regress_master WITH (FORCE);
 DROP DATABASE replicator_regress_node WITH (FORCE);
 DROP DATABASE replicator_regress_own WITH (FORCE);
 DROP ROLE regress_node_admin;
+DROP ROLE regress_planter;

@@ -20,6 +20,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/rel.h"
 
 #include "catalog.h"
@@ -88,9 +89,10 @@ extension_owner(void)
  * SPI_execute_with_args() as the extension's owner, for statements on
  * replicator.replicas, on which no other role has privileges: the caller's
  * rights were checked before.  Restricted, like a maintenance command run
- * as a table's owner; every operator and function in sql must be
- * schema-qualified, since the search_path is still the caller's.  Needs
- * SPI connected.
+ * as a table's owner, and with search_path pg_catalog, pg_temp for the
+ * statement: an operator or function the caller planted in a schema of its
+ * path must never run as the owner, however sql is written.  Needs SPI
+ * connected.
  */
 int
 replicator_spi_execute_as_owner(const char *sql, int nargs, Oid *types, Datum *values,
@@ -99,6 +101,7 @@ replicator_spi_execute_as_owner(const char *sql, int nargs, Oid *types, Datum *v
 	Oid			owner = extension_owner();
 	Oid			saved_userid;
 	int			saved_sec_context;
+	int			save_nestlevel;
 	volatile int ret = 0;
 
 	if (!OidIsValid(owner))
@@ -108,12 +111,16 @@ replicator_spi_execute_as_owner(const char *sql, int nargs, Oid *types, Datum *v
 	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
 	SetUserIdAndSecContext(owner, saved_sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	PG_TRY();
 	{
 		ret = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, 0);
 	}
 	PG_FINALLY();
 	{
+		AtEOXact_GUC(false, save_nestlevel);
 		SetUserIdAndSecContext(saved_userid, saved_sec_context);
 	}
 	PG_END_TRY();

@@ -55,10 +55,10 @@ replicator_read_node_state(NodeState *state, bool for_update)
 	memset(state, 0, sizeof(NodeState));
 	ret = replicator_spi_execute_as_owner(for_update ?
 										  "SELECT name, epoch, master, contact_at, contact_master_max_id,"
-										  " contact_lag_events, pg_catalog.date_part('epoch', contact_lag) * 1000000,"
+										  " contact_lag_events, pg_catalog.date_part('epoch', contact_lag) OPERATOR(pg_catalog.*) 1000000,"
 										  " topology_md5 FROM replicator.node_state FOR UPDATE" :
 										  "SELECT name, epoch, master, contact_at, contact_master_max_id,"
-										  " contact_lag_events, pg_catalog.date_part('epoch', contact_lag) * 1000000,"
+										  " contact_lag_events, pg_catalog.date_part('epoch', contact_lag) OPERATOR(pg_catalog.*) 1000000,"
 										  " topology_md5 FROM replicator.node_state",
 										  0, NULL, NULL, NULL, false);
 	if (ret != SPI_OK_SELECT)
