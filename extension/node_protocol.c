@@ -28,6 +28,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
@@ -275,6 +276,17 @@ replicator_attach_to_master(PG_FUNCTION_ARGS)
 	check_superuser("attach_to_master");
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
+
+	/*
+	 * This session is the master's stream, a superuser's: from now on its
+	 * unqualified "events" is this node's table, never one the database's
+	 * owner put first on its search_path (with triggers that would run as
+	 * the superuser).  Session-wide, kept if this transaction commits.
+	 */
+	(void) set_config_option("search_path",
+							 psprintf("pg_catalog, %s",
+									  quote_identifier(get_namespace_name(replicator_source_namespace()))),
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
 
 	SPI_connect();
 	replicator_read_node_state(&state, true);

@@ -26,6 +26,22 @@ register_master($na, 'a');
 is(node_info($na), 'a|master|1|a', 'A registered itself: node "a", master, epoch 1');
 is($na->safe_psql('postgres', 'SELECT epoch, master, first_id, how FROM replicator.epochs'),
 	'1|a|1|registered', 'A: epoch 1 of master a, from the first event');
+# C's database owner (not a superuser) sets a trap for the master's
+# sessions, which are a superuser's there: an events table of its own first
+# on the database's search_path, with a trigger that runs as the inserter.
+$nc->safe_psql('postgres', q{
+CREATE ROLE owner_c LOGIN;
+ALTER DATABASE postgres OWNER TO owner_c;
+SET ROLE owner_c;
+CREATE SCHEMA trap;
+CREATE TABLE trap.events (id bigint PRIMARY KEY, ts timestamptz NOT NULL, event jsonb NOT NULL);
+CREATE TABLE trap.fired (who text);
+GRANT INSERT ON trap.fired TO PUBLIC;
+CREATE FUNCTION trap.fire() RETURNS trigger LANGUAGE plpgsql
+	AS $$BEGIN INSERT INTO trap.fired VALUES (current_user); RETURN NEW; END$$;
+CREATE TRIGGER fire BEFORE INSERT ON trap.events FOR EACH ROW EXECUTE FUNCTION trap.fire();
+ALTER DATABASE postgres SET search_path = trap, public;
+});
 add_slave($na, 'b', $nb, '5 s');
 add_slave($na, 'c', $nc, '5 s');
 
@@ -35,6 +51,12 @@ ok(wait_node($nc, 'c|slave|1|a'), 'C became slave "c" of master "a" at epoch 1')
 insert_tagged($na, "after$_", 7) for 1 .. 3;
 ok(wait_replica($na, 'b'), 'B caught up');
 ok(wait_replica($na, 'c'), 'C caught up');
+is( $nc->safe_psql('postgres',
+		q{SELECT (SELECT count(*) FROM public.events) || '|' || (SELECT count(*) FROM trap.events) || '|'
+		  || (SELECT count(*) FROM trap.fired)}),
+	$na->safe_psql('postgres', 'SELECT max(id) FROM events') . '|0|0',
+	'the master\'s stream wrote the node\'s own events table, never the one its owner put first on the search_path');
+$nc->safe_psql('postgres', 'ALTER DATABASE postgres RESET search_path; DROP SCHEMA trap CASCADE');
 compare_events($na, $nb, 'B equals A');
 compare_events($na, $nc, 'C equals A');
 
@@ -84,10 +106,15 @@ is($nc->safe_psql('postgres', $epochs_sql), $na->safe_psql('postgres', $epochs_s
 
 # a plain PostgreSQL destination is a slave that only receives; the change
 # of topology reaches the slaves
-add_replica($na, 'd', $nd);
+# (its conninfo has a password, which D's trust authentication ignores)
+$na->safe_psql('postgres',
+	"SELECT replicator.add_replica('d', \$\$" . $nd->connstr('postgres') . " password=pushedsecret\$\$)");
 $topology = $na->safe_psql('postgres', $replicas_sql);
 ok($nb->poll_query_until('postgres', $replicas_sql, $topology), 'B: the new replica d was pushed');
 ok($nc->poll_query_until('postgres', $replicas_sql, $topology), 'C: the new replica d was pushed');
+# the push carries passwords; the slaves log every statement (log_statement = all)
+my @leaks = grep { /pushedsecret/ } map { split /\n/, slurp_file($_->logfile) } ($nb, $nc);
+is(scalar(@leaks), 0, 'the pushed password is in no log line of the slaves') or diag(join("\n", @leaks));
 ok(wait_replica($na, 'd'), 'D (plain PostgreSQL) caught up');
 compare_events($na, $nd, 'D equals A');
 is($nd->safe_psql('postgres', q{SELECT count(*) FROM pg_namespace WHERE nspname = 'replicator'}),

@@ -43,9 +43,19 @@ bool
 replicator_attach_remote(PGconn *conn, const NodeAttach *attach, int64 *max_id, int64 *diverged,
 						 char **error, bool *transient)
 {
-	PGresult   *res = replicator_remote_one_row(conn, REPLICATOR_ATTACH_SQL, 4, attach->params,
-												error, transient);
+	PGresult   *res;
 
+	/*
+	 * The topology carries every node's conninfo, passwords included: keep
+	 * it out of the node's log (log_statement, log_min_duration_statement
+	 * print bind parameters).  Superuser only, as attach itself.
+	 */
+	res = replicator_remote_one_row(conn, "SELECT pg_catalog.set_config('log_parameter_max_length', '0', false)",
+									0, NULL, error, transient);
+	if (res == NULL)
+		return false;
+	PQclear(res);
+	res = replicator_remote_one_row(conn, REPLICATOR_ATTACH_SQL, 4, attach->params, error, transient);
 	if (res == NULL)
 		return false;
 	*max_id = strtoi64(PQgetvalue(res, 0, 0), NULL, 10);
