@@ -425,8 +425,15 @@ failover(NodeState *state, bool force)
 		if (other_epoch < state->epoch)
 			continue;
 		if (other != NULL && strcmp(row->name, state->master) == 0)
-			appendStringInfo(&reasons, "Master \"%s\" is reachable: a switchover, replicator.promote('%s') on it, loses nothing. ",
-							 row->name, state->name);
+		{
+			/* not even by force: two masters would take writes at once */
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("failover to \"%s\" refused: master \"%s\" is reachable", state->name, row->name),
+					 errdetail("A failover while the master takes writes would make two masters; force does not override this."),
+					 errhint("A switchover loses nothing: run replicator.promote('%s') on \"%s\".",
+							 state->name, row->name)));
+		}
 		else if (other_max > max_id)
 			appendStringInfo(&reasons, "Slave \"%s\" holds " INT64_FORMAT " events, this node " INT64_FORMAT ": promote it instead. ",
 							 row->name, other_max, max_id);

@@ -53,6 +53,12 @@ ok(wait_node($nb, 'b|slave|1|a') && wait_node($nc, 'c|slave|1|a'), 'B and C are 
 # Round 1.  B stops with 10 events, C with 15, A holds 18.
 insert_tagged($na, 'common', 10);
 ok(wait_replica($na, 'b') && wait_replica($na, 'c'), '1: B and C caught up');
+# while the master answers, a failover is refused even by force
+my $err = psql_error($nb, q{SELECT * FROM replicator.promote(force => true)});
+like($err // '', qr/ERROR: .*master "a" is reachable/s,
+	'1: promote(force => true) on B is refused while master a answers');
+is(node_info($nb), 'b|slave|1|a', '1: B is still slave of a at epoch 1');
+is(node_info($na), 'a|master|1|a', '1: A is still master at epoch 1');
 $nb->stop;
 insert_tagged($na, 'c-only', 5);
 ok(wait_replica($na, 'c'), '1: C caught up');
@@ -64,7 +70,7 @@ $nb->start;
 $nc->start;
 is(max_id($nb) . ' ' . max_id($nc), '10 15', '1: B holds 10 events, C 15, A held 18');
 
-my $err = psql_error($nb, q{SELECT * FROM replicator.promote()});
+$err = psql_error($nb, q{SELECT * FROM replicator.promote()});
 ok(defined $err, '1: promote() on B is refused: C holds more events');
 like($err // '', qr/ERROR: .*"c".*\d+ events/s, '1: the error names the slave that holds more');
 is(node_info($nb), 'b|slave|1|a', '1: B is still slave of a at epoch 1');
