@@ -343,6 +343,8 @@ replicator_attach_to_master(PG_FUNCTION_ARGS)
 			}
 		}
 		set_node_state(node, epoch, master);
+		/* a switchover from here left in doubt is settled: a slave now */
+		replicator_clear_fence_at_commit();
 		ereport(LOG,
 				(errmsg("replicator: this database is now node \"%s\", a slave of \"%s\" at epoch " INT64_FORMAT,
 						node, master, epoch)));
@@ -403,6 +405,22 @@ replicator_master_heartbeat(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* Whether epoch began with a switchover from from_master at first_id. */
+static bool
+took_over_from(int64 epoch, const char *from_master, int64 first_id)
+{
+	Oid			types[3] = {INT8OID, TEXTOID, INT8OID};
+	Datum		values[3] = {Int64GetDatum(epoch),
+		CStringGetTextDatum(psprintf("from \"%s\"", from_master)),
+	Int64GetDatum(first_id)};
+
+	exec_owner("SELECT FROM replicator.epochs WHERE epoch OPERATOR(pg_catalog.=) $1"
+			   " AND how OPERATOR(pg_catalog.=) 'switchover' AND detail OPERATOR(pg_catalog.=) $2"
+			   " AND first_id OPERATOR(pg_catalog.=) $3",
+			   3, types, values, SPI_OK_SELECT);
+	return SPI_processed == 1;
+}
+
 PG_FUNCTION_INFO_V1(replicator_take_over);
 
 /*
@@ -422,6 +440,13 @@ replicator_take_over(PG_FUNCTION_ARGS)
 	check_superuser("take_over");
 	SPI_connect();
 	replicator_read_node_state(&state, true);
+	/* asked again after an outcome in doubt: done already */
+	if (state.exists && state.is_master && state.epoch == epoch &&
+		took_over_from(epoch, from_master, max_id + 1))
+	{
+		SPI_finish();
+		PG_RETURN_VOID();
+	}
 	if (!state.exists || state.is_master || strcmp(state.master, from_master) != 0 ||
 		state.epoch != epoch - 1)
 		ereport(ERROR,
@@ -472,6 +497,8 @@ replicator_become_master(NodeState *state, int64 epoch, const char *how, const c
 	exec_owner("UPDATE replicator.replicas SET role = 'master', invalid_reason = NULL, invalid_since = NULL"
 			   " WHERE name OPERATOR(pg_catalog.=) $2", 2, types, values, SPI_OK_UPDATE);
 	set_next_id(first_id);
+	/* a fence left in doubt by an earlier switchover from here ends */
+	replicator_clear_fence_at_commit();
 	replicator_request_rescan_at_commit();
 	ereport(LOG,
 			(errmsg("replicator: node \"%s\" is master at epoch " INT64_FORMAT " (%s%s%s), from event id " INT64_FORMAT " on",

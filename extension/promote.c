@@ -10,7 +10,13 @@
  * for until it holds every event, and only then takes over at the next
  * epoch; this node becomes its slave in the same transaction that ends the
  * fence.  If the candidate cannot hold every event in time, the error rolls
- * everything back and the fence goes with the transaction.
+ * everything back and the fence goes with the transaction.  Once take_over
+ * has been sent, though, the candidate may have committed it whatever
+ * happens here (a cancel, a rollback, a broken connection): then the fence
+ * outlives the transaction, in doubt, until the candidate's stream makes
+ * this node its slave or a promote() here finishes the switchover.  A
+ * master too many would take writes that end up set aside; no master only
+ * waits.
  *
  * Failover is judged by what this slave last heard from its master (the
  * heartbeats of node_protocol.c) and by asking every other node it can
@@ -30,6 +36,7 @@
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
@@ -38,10 +45,13 @@
 #include "node.h"
 #include "node_protocol.h"
 #include "replicas.h"
+#include "settings.h"
 #include "shmem.h"
 #include "write_guard.h"
 
 #define PROMOTE_APPNAME "replicator:promote"
+/* take_over gets at least this long, whatever the drain left */
+#define TAKE_OVER_MIN_MS 5000
 
 /* A replica's row, as a promotion needs it. */
 typedef struct NodeRow
@@ -56,13 +66,46 @@ typedef struct NodeRow
 
 static bool fence_callback_registered = false;
 
-/* The fence ends with the transaction that set it, committed or not. */
+/*
+ * take_over was sent to the candidate and may have committed there: if this
+ * transaction does not commit this node's demotion, the fence stays.
+ */
+static bool handover_sent = false;
+
+/*
+ * The fence ends with the transaction that set it: committed, this node is
+ * a slave; aborted before take_over was sent, nothing changed.  Aborted
+ * after, the candidate may be master already: the fence stays, in doubt.
+ */
 static void
 unfence_at_end(XactEvent event, void *arg)
 {
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
-		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		if (handover_sent)
+			replicator_fence_in_doubt();
 		replicator_unfence();
+		handover_sent = false;
+	}
+	else if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	{
+		replicator_unfence();
+		handover_sent = false;
+	}
+}
+
+/* Milliseconds left until deadline, at least floor_ms. */
+static int64
+ms_left(TimestampTz deadline, int64 floor_ms)
+{
+	return Max((deadline - GetCurrentTimestamp()) / 1000, floor_ms);
+}
+
+/* statement_timeout for the remote session's next statements. */
+static const char *
+remote_timeout_sql(void)
+{
+	return "SELECT pg_catalog.set_config('statement_timeout', $1, false)";
 }
 
 /* Every replica row; needs SPI. */
@@ -138,55 +181,80 @@ stream_position(const char *name, int64 *position, ReplicaState *state, bool *is
 
 /*
  * Another node's (name, epoch, max_id), or false if it cannot be reached
- * now (*why says why).
+ * now (*why says why).  Each statement there is bounded by
+ * replicator.connect_timeout: a node that answers the connection and then
+ * stalls holds nobody up.
  */
 static bool
 ask_position(NodeRow *row, char **name, int64 *epoch, int64 *max_id, char **why)
 {
 	bool		transient;
-	PGconn	   *conn = replicator_remote_connect(row->conninfo, PROMOTE_APPNAME, REPLICATOR_SESSION_QUERY,
-												 row->require_password, why, &transient);
-	PGresult   *res;
+	PGconn	   *volatile conn;
+	PGresult   *volatile res = NULL;
+	const char *timeout = psprintf("%d", replicator_connect_timeout);
 
+	conn = replicator_remote_connect(row->conninfo, PROMOTE_APPNAME, REPLICATOR_SESSION_QUERY,
+									 row->require_password, why, &transient);
 	if (conn == NULL)
 		return false;
-	/* a plain destination (no extension) says only how many events it has */
-	res = replicator_remote_one_row(conn,
-									"SELECT CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_extension"
-									"  WHERE extname OPERATOR(pg_catalog.=) 'replicator')"
-									" THEN 'node' ELSE 'plain' END",
-									0, NULL, why, &transient);
-	if (res != NULL && strcmp(PQgetvalue(res, 0, 0), "plain") == 0)
+	PG_TRY();
 	{
-		PQclear(res);
-		res = replicator_remote_one_row(conn,
-										"SELECT NULL, 0, coalesce(pg_catalog.max(id), 0) FROM events",
-										0, NULL, why, &transient);
+		res = replicator_remote_one_row(conn, remote_timeout_sql(), 1, &timeout, why, &transient);
+		if (res != NULL)
+		{
+			PQclear(res);
+			/* a plain destination (no extension) says only how many events it has */
+			res = replicator_remote_one_row(conn,
+											"SELECT CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_extension"
+											"  WHERE extname OPERATOR(pg_catalog.=) 'replicator')"
+											" THEN 'node' ELSE 'plain' END",
+											0, NULL, why, &transient);
+		}
+		if (res != NULL && strcmp(PQgetvalue(res, 0, 0), "plain") == 0)
+		{
+			PQclear(res);
+			res = replicator_remote_one_row(conn,
+											"SELECT NULL, 0, coalesce(pg_catalog.max(id), 0) FROM events",
+											0, NULL, why, &transient);
+		}
+		else if (res != NULL)
+		{
+			PQclear(res);
+			res = replicator_remote_one_row(conn, "SELECT name, epoch, max_id FROM replicator.node_position()",
+											0, NULL, why, &transient);
+		}
+		if (res != NULL)
+		{
+			*name = PQgetisnull(res, 0, 0) ? NULL : pstrdup(PQgetvalue(res, 0, 0));
+			*epoch = strtoi64(PQgetvalue(res, 0, 1), NULL, 10);
+			*max_id = strtoi64(PQgetvalue(res, 0, 2), NULL, 10);
+			PQclear(res);
+		}
 	}
-	else if (res != NULL)
+	PG_FINALLY();
 	{
-		PQclear(res);
-		res = replicator_remote_one_row(conn, "SELECT name, epoch, max_id FROM replicator.node_position()",
-										0, NULL, why, &transient);
+		replicator_remote_close(conn);
 	}
-	if (res != NULL)
-	{
-		*name = PQgetisnull(res, 0, 0) ? NULL : pstrdup(PQgetvalue(res, 0, 0));
-		*epoch = strtoi64(PQgetvalue(res, 0, 1), NULL, 10);
-		*max_id = strtoi64(PQgetvalue(res, 0, 2), NULL, 10);
-		PQclear(res);
-	}
-	replicator_remote_close(conn);
+	PG_END_TRY();
 	return res != NULL;
 }
 
-/* Block insert_events for good in this transaction: take the id row. */
+/*
+ * Block insert_events for good in this transaction: take the id row, within
+ * wait_ms of the switchover's timeout_ms (a transaction that called
+ * insert_events and sits idle holds it).
+ */
 static void
-hold_id_row(void)
+hold_id_row(const char *candidate, int64 wait_ms, int64 timeout_ms)
 {
 	Oid			nspid = replicator_source_namespace();
 	Oid			id_relid = get_relname_relid("id", nspid);
+	MemoryContext caller = CurrentMemoryContext;
 	volatile int ret = 0;
+	int			nestlevel = NewGUCNestLevel();
+
+	(void) set_config_option("lock_timeout", psprintf(INT64_FORMAT, Max(wait_ms, 1)),
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 
 	/*
 	 * An UPDATE, not FOR UPDATE: a REPEATABLE READ writer waiting for the
@@ -199,11 +267,26 @@ hold_id_row(void)
 													   quote_identifier(get_namespace_name(nspid))),
 											  0, NULL, NULL, NULL, false);
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
+		ErrorData  *edata;
+
 		replicator_forbid_writes();
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			PG_RE_THROW();
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("switchover to \"%s\" abandoned: the insert_events calls under way did not end within " INT64_FORMAT " ms",
+						candidate, timeout_ms),
+				 errdetail("A transaction that called insert_events holds the id row until it ends. Nothing changed: this node is master again."),
+				 errhint("pg_stat_activity shows the sessions idle in transaction.")));
 	}
 	PG_END_TRY();
+	replicator_forbid_writes();
+	AtEOXact_GUC(true, nestlevel);
 	if (ret != SPI_OK_UPDATE)
 		elog(ERROR, "could not lock the id row: %s", SPI_result_code_string(ret));
 }
@@ -245,6 +328,152 @@ become_slave(NodeState *state, const char *master, int64 epoch, int64 first_id)
 					state->name, master, epoch, first_id - 1)));
 }
 
+/*
+ * Whether a take_over the candidate was asked for committed there: ask it
+ * anew once the session that ran it (remote_pid) has ended, so that the
+ * answer cannot change afterwards.  False: it cannot be asked now.
+ */
+static bool
+took_over(NodeRow *target, int64 epoch, int remote_pid, bool *committed)
+{
+	bool		transient;
+	char	   *why;
+	PGconn	   *volatile conn;
+	volatile bool known = false;
+	const char *params[1];
+	const char *timeout = psprintf("%d", replicator_connect_timeout);
+
+	conn = replicator_remote_connect(target->conninfo, PROMOTE_APPNAME, REPLICATOR_SESSION_QUERY,
+									 target->require_password, &why, &transient);
+	if (conn == NULL)
+		return false;
+	params[0] = psprintf("%d", remote_pid);
+	PG_TRY();
+	{
+		PGresult   *res = replicator_remote_one_row(conn, remote_timeout_sql(), 1, &timeout, &why, NULL);
+
+		if (res != NULL)
+		{
+			PQclear(res);
+			res = replicator_remote_one_row(conn, "SELECT pg_catalog.pg_terminate_backend($1::pg_catalog.int4, 0)",
+											1, params, &why, NULL);
+		}
+		/* a terminated session rolls back, or has committed: wait for its end */
+		for (int i = 0; res != NULL && i < 100; i++)
+		{
+			bool		gone;
+
+			PQclear(res);
+			res = replicator_remote_one_row(conn, "SELECT NOT EXISTS (SELECT FROM pg_catalog.pg_stat_activity"
+											" WHERE pid OPERATOR(pg_catalog.=) $1::pg_catalog.int4)",
+											1, params, &why, NULL);
+			gone = res != NULL && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+			if (res == NULL || gone)
+				break;
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 50, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+		if (res != NULL && strcmp(PQgetvalue(res, 0, 0), "t") == 0)
+		{
+			PQclear(res);
+			res = replicator_remote_one_row(conn, "SELECT n.epoch, n.master OPERATOR(pg_catalog.=) n.name"
+											" FROM replicator.node_state n",
+											0, NULL, &why, NULL);
+			if (res != NULL)
+			{
+				*committed = strtoi64(PQgetvalue(res, 0, 0), NULL, 10) >= epoch &&
+					strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+				known = true;
+			}
+		}
+		if (res != NULL)
+			PQclear(res);
+	}
+	PG_FINALLY();
+	{
+		replicator_remote_close(conn);
+	}
+	PG_END_TRY();
+	return known;
+}
+
+/*
+ * The candidate takes over at epoch: true once it has (or had already, in
+ * an earlier call whose outcome was in doubt).  An error if it refused, or
+ * did not within wait_ms: then nothing changed there.  False if the outcome
+ * cannot be known now (the fence stays, in doubt).
+ */
+static bool
+take_over(NodeRow *target, NodeState *state, int64 epoch, int64 max_id, int64 wait_ms)
+{
+	PGconn	   *volatile conn;
+	char	   *error;
+	bool		transient;
+	volatile bool broke = false;
+	int			remote_pid;
+	bool		committed = false;
+	const char *params[3];
+	const char *timeout = psprintf(INT64_FORMAT, wait_ms);
+
+	conn = replicator_remote_connect(target->conninfo, PROMOTE_APPNAME, REPLICATOR_SESSION_QUERY,
+									 target->require_password, &error, &transient);
+	if (conn == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("switchover to \"%s\" abandoned: %s", target->name, error)));
+	remote_pid = PQbackendPID(conn);
+	params[0] = psprintf(INT64_FORMAT, epoch);
+	params[1] = state->name;
+	params[2] = psprintf(INT64_FORMAT, max_id);
+	PG_TRY();
+	{
+		PGresult   *res = replicator_remote_one_row(conn, remote_timeout_sql(), 1, &timeout, &error, NULL);
+
+		if (res != NULL)
+		{
+			PQclear(res);
+			/* from here on, an abort leaves this node fenced */
+			handover_sent = true;
+			res = replicator_remote_one_row(conn, "SELECT replicator.take_over($1::pg_catalog.int8, $2, $3::pg_catalog.int8)",
+											3, params, &error, NULL);
+		}
+		if (res != NULL)
+			PQclear(res);
+		else if (PQstatus(conn) == CONNECTION_OK)
+		{
+			/* refused, or cancelled by statement_timeout: rolled back there */
+			handover_sent = false;
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("switchover to \"%s\" abandoned: it refused: %s", target->name, error),
+					 errdetail("Nothing changed: this node is master again.")));
+		}
+		else
+			broke = true;
+	}
+	PG_FINALLY();
+	{
+		replicator_remote_close(conn);
+	}
+	PG_END_TRY();
+	if (!broke)
+		return true;
+
+	/* the connection broke: did it take over? */
+	if (!took_over(target, epoch, remote_pid, &committed))
+		return false;
+	if (!committed)
+	{
+		handover_sent = false;
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("switchover to \"%s\" abandoned: %s", target->name, error),
+				 errdetail("It did not take over. Nothing changed: this node is master again.")));
+	}
+	return true;
+}
+
 static int64
 switchover(NodeState *state, const char *name, int64 timeout_ms)
 {
@@ -256,11 +485,6 @@ switchover(NodeState *state, const char *name, int64 timeout_ms)
 	ReplicaState stream_state = REPLICA_STOPPED;
 	bool		is_node = false;
 	TimestampTz deadline;
-	PGconn	   *conn;
-	PGresult   *res;
-	char	   *error;
-	bool		transient;
-	const char *params[3];
 
 	if (target == NULL)
 		ereport(ERROR,
@@ -280,17 +504,17 @@ switchover(NodeState *state, const char *name, int64 timeout_ms)
 				 errhint("replicator.replica_status says how each replica stands.")));
 
 	/* fence, then wait for every insert_events under way */
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 	if (!fence_callback_registered)
 	{
 		RegisterXactCallback(unfence_at_end, NULL);
 		fence_callback_registered = true;
 	}
 	replicator_fence(name);
-	hold_id_row();
+	hold_id_row(name, ms_left(deadline, 1), timeout_ms);
 	max_id = source_max_id();
 
 	/* drain: the candidate's stream reaches max_id */
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 	for (;;)
 	{
 		CHECK_FOR_INTERRUPTS();
@@ -312,53 +536,12 @@ switchover(NodeState *state, const char *name, int64 timeout_ms)
 		ResetLatch(MyLatch);
 	}
 
-	/* the candidate takes over at the next epoch */
-	conn = replicator_remote_connect(target->conninfo, PROMOTE_APPNAME, REPLICATOR_SESSION_QUERY,
-									 target->require_password, &error, &transient);
-	if (conn == NULL)
+	if (!take_over(target, state, epoch, max_id, ms_left(deadline, TAKE_OVER_MIN_MS)))
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("switchover to \"%s\" abandoned: %s", name, error)));
-	params[0] = psprintf(INT64_FORMAT, epoch);
-	params[1] = state->name;
-	params[2] = psprintf(INT64_FORMAT, max_id);
-	res = replicator_remote_one_row(conn, "SELECT replicator.take_over($1::pg_catalog.int8, $2, $3::pg_catalog.int8)",
-									3, params, &error, &transient);
-	if (res == NULL && PQstatus(conn) == CONNECTION_OK)
-	{
-		replicator_remote_close(conn);
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("switchover to \"%s\" abandoned: it refused: %s", name, error)));
-	}
-	if (res != NULL)
-		PQclear(res);
-	else
-	{
-		char	   *other;
-		int64		other_epoch = 0;
-		int64		other_max;
-		char	   *why;
-
-		/*
-		 * The connection broke: did it take over?  If it says no, nothing
-		 * changed.  If it cannot say, this node steps down anyway: a master
-		 * too many could lose events, no master only waits for promote().
-		 */
-		if (ask_position(target, &other, &other_epoch, &other_max, &why) && other_epoch < epoch)
-		{
-			replicator_remote_close(conn);
-			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("switchover to \"%s\" abandoned: %s", name, error)));
-		}
-		if (other_epoch < epoch)
-			ereport(WARNING,
-					(errmsg("switchover to \"%s\": whether it took over is unknown (%s); this node steps down", name, error),
-					 errhint("If \"%s\" is not master, run replicator.promote() on it.", name)));
-	}
-	replicator_remote_close(conn);
-
+				 errmsg("switchover to \"%s\" in doubt: the connection broke while it took over, and it cannot be asked now", name),
+				 errdetail("This node stays fenced: it takes no writes until \"%s\"'s stream makes it a slave, or a switchover finishes.", name),
+				 errhint("Run replicator.promote('%s') here again once \"%s\" can be reached.", name, name)));
 	become_slave(state, name, epoch, max_id + 1);
 	return max_id;
 }

@@ -11,6 +11,7 @@
 use strict;
 use warnings;
 use lib 't';
+use IPC::Run ();
 use POSIX ();
 use Time::HiRes qw(time usleep);
 use PostgreSQL::Test::Cluster;
@@ -234,6 +235,69 @@ compare_events($nb, $na, 'b: A equals B');
 compare_events($nb, $nc, 'b: C equals B');
 is($nb->safe_psql('postgres', q{SELECT string_agg(name || ':' || state, ' ' ORDER BY name) FROM replicator.replica_status}),
 	'a:streaming b:this node c:streaming', 'b: replica_status on B: a and c are streaming');
+
+# ---------------------------------------------------------------------------
+# (c) a transaction that called insert_events and sits idle holds the id
+# row: the switchover gives up within its timeout, and nothing changed.
+my $idle = $nb->background_psql('postgres');
+$idle->query_safe(q{BEGIN; SELECT insert_events_array(ARRAY['{"idle": true}']::jsonb[])});
+$err = psql_error($nb, q{SELECT * FROM replicator.promote('a', '2 s')});
+like($err // '', qr/ERROR: .*did not end within 2000 ms/,
+	'c: promote() behind an idle insert_events transaction gives up within its timeout');
+is(node_info($nb), 'b|master|2|b', 'c: B is still master at epoch 2');
+$idle->query_safe('COMMIT');
+$idle->quit;
+ok(defined insert_tagged($nb, 'after-c', 2), 'c: B takes writes again, the idle call committed too');
+
+# ---------------------------------------------------------------------------
+# (d) promote() in a transaction block rolled back after A took over: B
+# must not take writes as master of epoch 2 again (it stays fenced until
+# A's stream makes it a slave), so nothing acknowledged is set aside.
+ok(wait_replica($nb, 'a') && wait_replica($nb, 'c'), 'd: A and C caught up with B');
+my ($ret, $out);
+($ret, $out, $err) = $nb->psql('postgres', q{
+BEGIN;
+SELECT master, epoch FROM replicator.promote('a');
+ROLLBACK;
+SELECT insert_events_array(ARRAY['{"after": "rollback"}']::jsonb[]);
+});
+like($out, qr/^a\|3$/m, 'd: promote(a) returned before the rollback');
+like($err, qr/ERROR:  (this node is handing over to "a"|this node is a slave)/,
+	'd: after the rollback B refuses insert_events: fenced, or a slave already');
+ok(wait_node($na, 'a|master|3|a'), 'd: A is master at epoch 3');
+ok(wait_node($nb, 'b|slave|3|a'), 'd: B became slave of a at epoch 3 when A\'s stream reached it');
+is($nb->safe_psql('postgres', 'SELECT count(*) FROM replicator.diverged_events'), '0',
+	'd: nothing B acknowledged was set aside');
+ok(defined insert_tagged($na, 'after-d', 2), 'd: A takes writes');
+ok(wait_replica($na, 'b') && wait_replica($na, 'c'), 'd: B and C caught up with A');
+compare_events($na, $nb, 'd: B equals A');
+compare_events($na, $nc, 'd: C equals A');
+
+# ---------------------------------------------------------------------------
+# (e) the connection breaks while the candidate takes over: promote() asks
+# the candidate again once that session has ended; it did not take over, so
+# nothing changed and A is unfenced.
+my $hold = $nb->background_psql('postgres');
+$hold->query_safe('BEGIN; LOCK TABLE events IN ROW EXCLUSIVE MODE');
+my ($pout, $perr) = ('', '');
+my $promote = IPC::Run::start(
+	[ 'psql', '-X', '-d', $na->connstr('postgres'), '-c', q{SELECT * FROM replicator.promote('b', '30 s')} ],
+	'>', \$pout, '2>', \$perr);
+ok( $nb->poll_query_until('postgres',
+		q{SELECT count(*) = 1 FROM pg_stat_activity WHERE application_name = 'replicator:promote' AND wait_event_type = 'Lock'}),
+	'e: take_over waits at B for a lock');
+$nb->safe_psql('postgres',
+	q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'replicator:promote'});
+$promote->finish;
+like($perr, qr/ERROR:  switchover to "b" abandoned: .*\nDETAIL:  It did not take over\. Nothing changed/s,
+	'e: promote() learns that B did not take over, and says nothing changed');
+$hold->query_safe('COMMIT');
+$hold->quit;
+is(node_info($na), 'a|master|3|a', 'e: A is still master at epoch 3');
+is(node_info($nb), 'b|slave|3|a', 'e: B is still slave of a at epoch 3');
+ok(defined insert_tagged($na, 'after-e', 2), 'e: A takes writes (unfenced)');
+ok(wait_replica($na, 'b') && wait_replica($na, 'c'), 'e: B and C caught up with A');
+compare_events($na, $nb, 'e: B equals A');
 
 $_->stop for ($na, $nb, $nc);
 done_testing();

@@ -19,6 +19,7 @@
 #include "access/heapam.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -187,12 +188,16 @@ my_database_entry(void)
 /*
  * Fence this node for a switchover to fenced_for: insert_events refuses
  * from now on, in every session, until replicator_unfence() or the end of
- * the fencing backend (which a crash of it must not leave behind).
+ * the fencing backend (which a crash of it must not leave behind), unless
+ * replicator_fence_in_doubt() keeps it.  A fence in doubt (take_over sent
+ * to one candidate, its outcome unknown) may be taken again only for that
+ * candidate: another could take over at the same epoch.
  */
 void
 replicator_fence(const char *fenced_for)
 {
 	DatabaseEntry *db;
+	char		in_doubt_for[REPLICA_NAME_LEN] = "";
 
 	if (ReplicatorState == NULL)
 		ereport(ERROR,
@@ -200,10 +205,13 @@ replicator_fence(const char *fenced_for)
 				 errmsg("replicator is not loaded through shared_preload_libraries")));
 	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
 	db = my_database_entry();
-	if (db != NULL)
+	if (db != NULL && db->fenced && db->fence_in_doubt && strcmp(db->fenced_for, fenced_for) != 0)
+		strlcpy(in_doubt_for, db->fenced_for, REPLICA_NAME_LEN);
+	else if (db != NULL)
 	{
 		db->fenced = true;
 		db->fenced_by = MyProcPid;
+		db->fence_in_doubt = false;
 		strlcpy(db->fenced_for, fenced_for, REPLICA_NAME_LEN);
 	}
 	LWLockRelease(ReplicatorState->lock);
@@ -212,8 +220,15 @@ replicator_fence(const char *fenced_for)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the replicator launcher has not scanned this database yet"),
 				 errhint("Try again in a moment.")));
+	if (in_doubt_for[0] != '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("a switchover to \"%s\" is in doubt", in_doubt_for),
+				 errdetail("Whether \"%s\" took over is not known; another candidate could take over at the same epoch.", in_doubt_for),
+				 errhint("Run replicator.promote('%s') again to finish it, or wait for its stream to make this node its slave.", in_doubt_for)));
 }
 
+/* This backend's fence ends, unless it is in doubt. */
 void
 replicator_unfence(void)
 {
@@ -223,12 +238,79 @@ replicator_unfence(void)
 		return;
 	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
 	db = my_database_entry();
-	if (db != NULL && db->fenced_by == MyProcPid)
+	if (db != NULL && db->fenced_by == MyProcPid && !db->fence_in_doubt)
 	{
 		db->fenced = false;
 		db->fenced_by = 0;
 	}
 	LWLockRelease(ReplicatorState->lock);
+}
+
+/*
+ * This backend's fence outlives it: take_over was sent and may have
+ * committed, so this node must not take writes as master again until a
+ * newer master makes it a slave (replicator_clear_fence) or a promote()
+ * finishes the switchover.
+ */
+void
+replicator_fence_in_doubt(void)
+{
+	DatabaseEntry *db;
+
+	if (ReplicatorState == NULL)
+		return;
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	db = my_database_entry();
+	if (db != NULL && db->fenced && db->fenced_by == MyProcPid)
+		db->fence_in_doubt = true;
+	LWLockRelease(ReplicatorState->lock);
+}
+
+/* Any fence ends: this node's role has changed for good. */
+void
+replicator_clear_fence(void)
+{
+	DatabaseEntry *db;
+
+	if (ReplicatorState == NULL)
+		return;
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	db = my_database_entry();
+	if (db != NULL)
+	{
+		db->fenced = false;
+		db->fenced_by = 0;
+		db->fence_in_doubt = false;
+	}
+	LWLockRelease(ReplicatorState->lock);
+}
+
+static bool clear_fence_pending = false;
+static bool clear_fence_callback_registered = false;
+
+static void
+clear_fence_at_end(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	{
+		if (clear_fence_pending)
+			replicator_clear_fence();
+		clear_fence_pending = false;
+	}
+	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		clear_fence_pending = false;
+}
+
+/* replicator_clear_fence() once this transaction, which changes the role, commits. */
+void
+replicator_clear_fence_at_commit(void)
+{
+	if (!clear_fence_callback_registered)
+	{
+		RegisterXactCallback(clear_fence_at_end, NULL);
+		clear_fence_callback_registered = true;
+	}
+	clear_fence_pending = true;
 }
 
 /* Whether a switchover fences this node; if so, to whom (REPLICA_NAME_LEN). */
@@ -237,6 +319,7 @@ replicator_fenced(char *fenced_for)
 {
 	DatabaseEntry *db;
 	bool		fenced = false;
+	bool		in_doubt = false;
 	pid_t		by = 0;
 
 	if (ReplicatorState == NULL)
@@ -247,11 +330,12 @@ replicator_fenced(char *fenced_for)
 	{
 		fenced = true;
 		by = db->fenced_by;
+		in_doubt = db->fence_in_doubt;
 		strlcpy(fenced_for, db->fenced_for, REPLICA_NAME_LEN);
 	}
 	LWLockRelease(ReplicatorState->lock);
-	/* a fence whose backend is gone is no fence */
-	if (fenced && by != MyProcPid && BackendPidGetProc(by) == NULL)
+	/* a fence whose backend is gone is no fence, unless it is in doubt */
+	if (fenced && !in_doubt && by != MyProcPid && BackendPidGetProc(by) == NULL)
 		fenced = false;
 	return fenced;
 }

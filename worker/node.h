@@ -38,6 +38,9 @@ extern TimestampTz replicator_event_ts(Oid nspid, int64 id);
 /* switchover fence, in shared memory: insert_events refuses meanwhile */
 extern void replicator_fence(const char *fenced_for);
 extern void replicator_unfence(void);
+extern void replicator_fence_in_doubt(void);
+extern void replicator_clear_fence(void);
+extern void replicator_clear_fence_at_commit(void);
 extern bool replicator_fenced(char *fenced_for);
 
 #endif							/* REPLICATOR_NODE_H */

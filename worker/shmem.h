@@ -92,6 +92,8 @@ typedef struct DatabaseEntry
 	bool		fenced;
 	pid_t		fenced_by;
 	char		fenced_for[REPLICA_NAME_LEN];
+	/* take_over was sent and its outcome is not known: fenced until told */
+	bool		fence_in_doubt;
 } DatabaseEntry;
 
 typedef struct ReplicatorShared
