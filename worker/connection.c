@@ -113,6 +113,16 @@ session_options(PQconninfoOption *opts, ReplicatorSessionKind kind)
 	options_append(&buf, "statement_timeout", "0");
 	options_append(&buf, "idle_in_transaction_session_timeout", "0");
 	options_append(&buf, "idle_session_timeout", "0");
+
+	/*
+	 * The server notices within about 25 s that we vanished (a host lost, a
+	 * network cut) rather than after the kernel's two hours: a session of
+	 * ours left idle in a transaction would hold its locks until then, and
+	 * a failover there waits for them.  Ignored over unix sockets.
+	 */
+	options_append(&buf, "tcp_keepalives_idle", "10");
+	options_append(&buf, "tcp_keepalives_interval", "5");
+	options_append(&buf, "tcp_keepalives_count", "3");
 	if (kind == REPLICATOR_SESSION_APPLY)
 		options_append(&buf, "synchronous_commit", replicator_destination_synchronous_commit);
 	return buf.data;

@@ -108,7 +108,8 @@ replicator_topology_document(bool pretty, bool *in_topology)
 
 /*
  * replicator.topology_file with %d replaced by this database's name ('/'
- * in it by '_', so that it names no other directory) and %% by %.
+ * in it by '_', and a name of only dots by as many '_', so that it names no
+ * other directory) and %% by %.
  */
 static char *
 topology_file_path(void)
@@ -121,8 +122,11 @@ topology_file_path(void)
 	{
 		if (p[0] == '%' && p[1] == 'd')
 		{
-			for (const char *q = dbname ? dbname : ""; *q; q++)
-				appendStringInfoChar(&buf, *q == '/' ? '_' : *q);
+			const char *name = dbname ? dbname : "";
+			bool		dots = strspn(name, ".") == strlen(name);
+
+			for (const char *q = name; *q; q++)
+				appendStringInfoChar(&buf, *q == '/' || dots ? '_' : *q);
 			p++;
 		}
 		else if (p[0] == '%' && p[1] == '%')
