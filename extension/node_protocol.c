@@ -112,26 +112,29 @@ replicator_lock_event_source(void)
 }
 
 /*
- * The first id this node holds that the master's history does not: the
- * first_id of the first epoch in the master's history after this node's
- * own epoch (or of this epoch, if the master's history gives it another
- * master).  0 if none: this node's events are all on the master's line.
+ * The first id this node holds that the master's history does not: at the
+ * first epoch where this node's history (replicator.epochs, before the
+ * push replaces it) and the master's differ (one lacks it, or another
+ * master or first id), the smaller first id of the two.  0 if none: this
+ * node's events are all on the master's line.
  */
 static int64
-fork_point(Jsonb *topology, const NodeState *state)
+fork_point(Jsonb *topology)
 {
-	Oid			types[3] = {JSONBOID, INT8OID, TEXTOID};
-	Datum		values[3] = {JsonbPGetDatum(topology), Int64GetDatum(state->epoch),
-	CStringGetTextDatum(state->master)};
+	Oid			types[1] = {JSONBOID};
+	Datum		values[1] = {JsonbPGetDatum(topology)};
 	bool		isnull;
 	Datum		first;
 
-	exec_owner("SELECT e.first_id FROM pg_catalog.jsonb_to_recordset($1 OPERATOR(pg_catalog.->) 'epochs')"
-			   " AS e(epoch pg_catalog.int8, master pg_catalog.text, first_id pg_catalog.int8)"
-			   " WHERE e.epoch OPERATOR(pg_catalog.>) $2"
-			   " OR (e.epoch OPERATOR(pg_catalog.=) $2 AND e.master OPERATOR(pg_catalog.<>) $3)"
-			   " ORDER BY e.epoch LIMIT 1",
-			   3, types, values, SPI_OK_SELECT);
+	exec_owner("WITH m AS (SELECT e.epoch, e.master, e.first_id"
+			   "  FROM pg_catalog.jsonb_to_recordset($1 OPERATOR(pg_catalog.->) 'epochs')"
+			   "  AS e(epoch pg_catalog.int8, master pg_catalog.text, first_id pg_catalog.int8))"
+			   " SELECT LEAST(m.first_id, n.first_id)"
+			   " FROM m FULL JOIN replicator.epochs n ON m.epoch OPERATOR(pg_catalog.=) n.epoch"
+			   " WHERE m.epoch IS NULL OR n.epoch IS NULL"
+			   "  OR m.master OPERATOR(pg_catalog.<>) n.master OR m.first_id OPERATOR(pg_catalog.<>) n.first_id"
+			   " ORDER BY COALESCE(m.epoch, n.epoch) LIMIT 1",
+			   1, types, values, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return 0;
 	first = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -330,7 +333,7 @@ replicator_attach_to_master(PG_FUNCTION_ARGS)
 					 errhint("Give the master a destination without the extension, or recreate the extension here.")));
 		if (state.exists)
 		{
-			int64		first = fork_point(topology, &state);
+			int64		first = fork_point(topology);
 
 			if (first > 0 && first <= max_id)
 			{

@@ -111,6 +111,19 @@ SELECT id, event FROM events ORDER BY id;
 SELECT name, epoch, master FROM replicator.node_state;
 SELECT insert_events_array(ARRAY['{"on":"demoted"}']::jsonb[]);
 
+-- the stream of t writes events 2 to 4; then a master of epoch 4 whose
+-- history parted from this node's at an earlier epoch (epoch 3 was v's from
+-- id 3 there, t's from id 2 here) demotes it: the events from id 2 on are
+-- set aside
+INSERT INTO events SELECT g, now(), jsonb_build_object('from', 't', 'k', g) FROM generate_series(2, 4) g;
+SELECT max_id, diverged FROM replicator.attach_to_master('u', 4, 's1',
+	jsonb_build_object('master', 'u', 'epoch', 4, 'routing', 'least-lag', 'nodes', '[]'::jsonb,
+		'epochs', (SELECT jsonb_agg(to_jsonb(e)) FROM replicator.epochs e WHERE epoch = 1)
+			|| jsonb_build_object('epoch', 3, 'master', 'v', 'first_id', 3, 'how', 'failover', 'started_at', now())
+			|| jsonb_build_object('epoch', 4, 'master', 'u', 'first_id', 5, 'how', 'failover', 'started_at', now())));
+SELECT id, event->>'from' AS from_master, epoch FROM replicator.diverged_events WHERE event ? 'k' ORDER BY id;
+SELECT max(id) FROM events;
+
 -- a database with events of its own never becomes a slave
 \c replicator_regress_own
 CREATE EXTENSION replicator;
