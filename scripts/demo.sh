@@ -2,7 +2,8 @@
 # The demo command: installs what is missing, builds, installs, then starts a
 # source server and two destination servers on this machine, inserts events
 # and shows them streaming (replica_status as they catch up), a destination
-# crash and its recovery, and the copies compared.  The servers are stopped
+# crash and its recovery, the copies compared, then a replica topology (a
+# slave with the extension, read routing, a switchover).  The servers are stopped
 # at the end; KEEP=1 leaves them running (ports 5499, 5500, 5501).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -79,6 +80,42 @@ digest="SELECT count(*) || ' events, digest ' || md5(string_agg(id || ' ' || (ex
 echo "source:    $(quiet $SRC "$digest")"
 echo "reporting: $(quiet $DST1 "$digest")"
 echo "failover:  $(quiet $DST2 "$digest")"
+
+log "a replica topology: the source names itself master, a database with the extension becomes its slave"
+quiet $DST2 "CREATE DATABASE node_b" >/dev/null
+as_pg psql -X -q -h /tmp -p $DST2 -d node_b -c "CREATE EXTENSION replicator"
+src -v ON_ERROR_STOP=1 <<SQL
+SELECT replicator.add_replica('m', 'host=/tmp port=$SRC dbname=postgres', role => 'master');
+SELECT replicator.add_replica('b', 'host=/tmp port=$DST2 dbname=node_b', role => 'slave', lag_tolerance => '5 s');
+SELECT replicator.wait_for_replica('b', '2 min');
+SQL
+# the other workers reconnect too: this database's epoch is new
+for _ in $(seq 100); do
+	[ "$(quiet $SRC "SELECT count(*) FROM replicator.replica_status WHERE role = 'slave' AND state <> 'streaming'")" = 0 ] && break
+	sleep 0.1
+done
+src -c "SELECT name, role, state, lag_events, stale, tables FROM replicator.replica_status ORDER BY name" \
+	-c "SELECT * FROM replicator.read_replica()"
+node_b() { as_pg psql -X -h /tmp -p $DST2 -d node_b --echo-queries "$@"; }
+log "on the slave: where the master is, and a write refused"
+node_b <<'SQL'
+SELECT * FROM replicator.node();
+SELECT insert_events_array(ARRAY['{"on": "the slave"}']::jsonb[]);
+SQL
+log "switchover: b becomes master at epoch 2, the source its slave; nothing acknowledged is lost"
+src -v ON_ERROR_STOP=1 -c "SELECT * FROM replicator.promote('b')"
+node_b <<'SQL'
+SELECT * FROM replicator.node();
+SELECT last_id FROM insert_events_array(ARRAY['{"on": "the new master"}']::jsonb[]);
+SELECT epoch, master, first_id, how FROM replicator.epochs ORDER BY epoch;
+SQL
+src <<'SQL'
+SELECT * FROM replicator.node();
+SELECT insert_events_array(ARRAY['{"on": "the old master"}']::jsonb[]);
+SQL
+as_pg psql -X -q -At -h /tmp -p $DST2 -d node_b -c "SELECT replicator.wait_for_replica('m', '1 min')" >/dev/null
+echo "node_b:    $(as_pg psql -X -q -At -h /tmp -p $DST2 -d node_b -c "$digest")"
+echo "source:    $(quiet $SRC "$digest")"
 
 log "the workers, as pg_stat_activity shows them"
 src -c "SELECT pid, backend_type, application_name FROM pg_stat_activity WHERE backend_type LIKE 'replicator%' ORDER BY 2, 3"

@@ -132,6 +132,8 @@ is($na->safe_psql('postgres', q{SELECT string_agg(name || ':' || state, ' ' ORDE
 	'replica_status on A: a is this node, b, c and d are streaming');
 is($na->safe_psql('postgres', q{SELECT string_agg(name || ':' || lag_events || ':' || stale, ' ' ORDER BY name) FROM replicator.replica_status WHERE role = 'slave'}),
 	'b:0:false c:0:false d:0:false', 'replica_status on A: no lag, not stale');
+is($na->safe_psql('postgres', q{SELECT string_agg(name || '=' || tables, ' ' ORDER BY name) FROM replicator.replica_status WHERE name IN ('b', 'd')}),
+	'b=2 d=1', 'replica_status.tables: a node counts events and id, not the extension\'s replicator schema; a plain destination its events');
 is($nb->safe_psql('postgres', q{SELECT string_agg(name || ':' || state, ' ' ORDER BY name) FROM replicator.replica_status}),
 	'a:master b:this node c:streamed by a d:streamed by a', 'replica_status on B: the master streams');
 

@@ -326,7 +326,7 @@ replicator_report_tables(PGconn *conn, ReplicaSlot *slot, const char *replica)
 									"SELECT pg_catalog.count(*) FROM pg_catalog.pg_class c"
 									" JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
 									" WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p}'::pg_catalog.\"char\"[])"
-									" AND n.nspname OPERATOR(pg_catalog.<>) ALL ('{pg_catalog,information_schema}'::pg_catalog.name[])"
+									" AND n.nspname OPERATOR(pg_catalog.<>) ALL ('{pg_catalog,information_schema,replicator}'::pg_catalog.name[])"
 									" AND n.nspname OPERATOR(pg_catalog.!~) '^pg_(toast|temp_)'",
 									0, NULL, &error, NULL);
 	if (res == NULL)

@@ -569,15 +569,21 @@ read_batch(Oid nspid, Oid events_relid, int64 position, Batch *batch, ApplySet *
 	return READ_BATCH;
 }
 
-/* Whether config is of the extension and replica we connected for. */
-static bool
-same_incarnation(const ReplicaConfig *config, const ReplicaConfig *connected)
+/*
+ * NULL if config is of the extension, replica and epoch we connected for;
+ * otherwise why the stream starts over with every check.
+ */
+static const char *
+changed_since_connect(const ReplicaConfig *config, const ReplicaConfig *connected)
 {
-	return config->extoid == connected->extoid &&
-		config->events_relid == connected->events_relid &&
-		strcmp(config->incarnation, connected->incarnation) == 0 &&
-		(config->node_name == NULL) == (connected->node_name == NULL) &&
-		config->epoch == connected->epoch;
+	if (config->extoid != connected->extoid ||
+		config->events_relid != connected->events_relid ||
+		strcmp(config->incarnation, connected->incarnation) != 0)
+		return "the extension or the replica was dropped and created again: starting over with full checks";
+	if ((config->node_name == NULL) != (connected->node_name == NULL) ||
+		config->epoch != connected->epoch)
+		return "this database joined a topology or its epoch changed: starting over with full checks";
+	return NULL;
 }
 
 /* A batch has committed on the destination: the position advances. */
@@ -682,6 +688,7 @@ stream(ApplySet *apply, const ReplicaConfig *connected, bool is_node)
 		XLogRecPtr	commit_lsn;
 		ReplicaConfig config;
 		char	   *error;
+		const char *why;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -758,10 +765,10 @@ stream(ApplySet *apply, const ReplicaConfig *connected, bool is_node)
 				end_local();
 				stop_streaming("replica dropped, paused or invalid, or extension dropped");
 			}
-			if (!same_incarnation(&config, connected))
+			if ((why = changed_since_connect(&config, connected)) != NULL)
 			{
 				end_local();
-				return MemoryContextStrdup(conn_cxt, "the extension or the replica was dropped and created again: starting over with full checks");
+				return MemoryContextStrdup(conn_cxt, why);
 			}
 			/* a changed topology goes to the node once the sessions are idle */
 			if (is_node && config.topology != NULL && strcmp(config.topology, topology) != 0)
