@@ -408,19 +408,19 @@ replicator_master_heartbeat(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* Whether epoch began with a switchover from from_master at first_id. */
+/* Whether epoch began with master's switchover from from_master at first_id. */
 static bool
-took_over_from(int64 epoch, const char *from_master, int64 first_id)
+took_over_from(int64 epoch, const char *master, const char *from_master, int64 first_id)
 {
-	Oid			types[3] = {INT8OID, TEXTOID, INT8OID};
-	Datum		values[3] = {Int64GetDatum(epoch),
+	Oid			types[4] = {INT8OID, TEXTOID, INT8OID, TEXTOID};
+	Datum		values[4] = {Int64GetDatum(epoch),
 		CStringGetTextDatum(psprintf("from \"%s\"", from_master)),
-	Int64GetDatum(first_id)};
+		Int64GetDatum(first_id), CStringGetTextDatum(master)};
 
 	exec_owner("SELECT FROM replicator.epochs WHERE epoch OPERATOR(pg_catalog.=) $1"
 			   " AND how OPERATOR(pg_catalog.=) 'switchover' AND detail OPERATOR(pg_catalog.=) $2"
-			   " AND first_id OPERATOR(pg_catalog.=) $3",
-			   3, types, values, SPI_OK_SELECT);
+			   " AND first_id OPERATOR(pg_catalog.=) $3 AND master OPERATOR(pg_catalog.=) $4",
+			   4, types, values, SPI_OK_SELECT);
 	return SPI_processed == 1;
 }
 
@@ -443,9 +443,11 @@ replicator_take_over(PG_FUNCTION_ARGS)
 	check_superuser("take_over");
 	SPI_connect();
 	replicator_read_node_state(&state, true);
-	/* asked again after an outcome in doubt: done already */
-	if (state.exists && state.is_master && state.epoch == epoch &&
-		took_over_from(epoch, from_master, max_id + 1))
+	/*
+	 * Asked again after an outcome in doubt: done already, by this node's
+	 * history (it may have moved on since).
+	 */
+	if (state.exists && took_over_from(epoch, state.name, from_master, max_id + 1))
 	{
 		SPI_finish();
 		PG_RETURN_VOID();

@@ -80,6 +80,12 @@ static bool handover_sent = false;
 static void
 unfence_at_end(XactEvent event, void *arg)
 {
+	char		fenced_for[REPLICA_NAME_LEN];
+
+	if (event == XACT_EVENT_PRE_PREPARE && replicator_fenced(fenced_for))
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("cannot PREPARE a transaction that ran a switchover")));
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
 	{
 		if (handover_sent)
@@ -331,16 +337,20 @@ become_slave(NodeState *state, const char *master, int64 epoch, int64 first_id)
 /*
  * Whether a take_over the candidate was asked for committed there: ask it
  * anew once the session that ran it (remote_pid) has ended, so that the
- * answer cannot change afterwards.  False: it cannot be asked now.
+ * answer cannot change afterwards, and by its history of epochs, which
+ * keeps the switchover however far it has moved on since.  False: it
+ * cannot be asked now.
  */
 static bool
-took_over(NodeRow *target, int64 epoch, int remote_pid, bool *committed)
+took_over(NodeRow *target, const char *from_master, int64 epoch, int64 first_id, int remote_pid,
+		  bool *committed)
 {
 	bool		transient;
 	char	   *why;
 	PGconn	   *volatile conn;
 	volatile bool known = false;
 	const char *params[1];
+	const char *history[4];
 	const char *timeout = psprintf("%d", replicator_connect_timeout);
 
 	conn = replicator_remote_connect(target->conninfo, PROMOTE_APPNAME, REPLICATOR_SESSION_QUERY,
@@ -377,13 +387,21 @@ took_over(NodeRow *target, int64 epoch, int remote_pid, bool *committed)
 		if (res != NULL && strcmp(PQgetvalue(res, 0, 0), "t") == 0)
 		{
 			PQclear(res);
-			res = replicator_remote_one_row(conn, "SELECT n.epoch, n.master OPERATOR(pg_catalog.=) n.name"
-											" FROM replicator.node_state n",
-											0, NULL, &why, NULL);
+			/* its history, not its state: it may have moved on since */
+			history[0] = psprintf(INT64_FORMAT, epoch);
+			history[1] = target->name;
+			history[2] = psprintf("from \"%s\"", from_master);
+			history[3] = psprintf(INT64_FORMAT, first_id);
+			res = replicator_remote_one_row(conn, "SELECT EXISTS (SELECT FROM replicator.epochs e"
+											" WHERE e.epoch OPERATOR(pg_catalog.=) $1::pg_catalog.int8"
+											" AND e.master OPERATOR(pg_catalog.=) $2"
+											" AND e.how OPERATOR(pg_catalog.=) 'switchover'"
+											" AND e.detail OPERATOR(pg_catalog.=) $3"
+											" AND e.first_id OPERATOR(pg_catalog.=) $4::pg_catalog.int8)",
+											4, history, &why, NULL);
 			if (res != NULL)
 			{
-				*committed = strtoi64(PQgetvalue(res, 0, 0), NULL, 10) >= epoch &&
-					strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+				*committed = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
 				known = true;
 			}
 		}
@@ -459,9 +477,14 @@ take_over(NodeRow *target, NodeState *state, int64 epoch, int64 max_id, int64 wa
 	PG_END_TRY();
 	if (!broke)
 		return true;
+	if (!handover_sent)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("switchover to \"%s\" abandoned: %s", target->name, error),
+				 errdetail("It was not asked to take over. Nothing changed: this node is master again.")));
 
 	/* the connection broke: did it take over? */
-	if (!took_over(target, epoch, remote_pid, &committed))
+	if (!took_over(target, state->name, epoch, max_id + 1, remote_pid, &committed))
 		return false;
 	if (!committed)
 	{
@@ -486,6 +509,12 @@ switchover(NodeState *state, const char *name, int64 timeout_ms)
 	bool		is_node = false;
 	TimestampTz deadline;
 
+	/* the fence follows the top-level transaction only */
+	if (IsSubTransaction())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("a switchover cannot run inside a subtransaction"),
+				 errdetail("A savepoint or an exception block could undo this node's demotion while the candidate stays master.")));
 	if (target == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -510,7 +539,8 @@ switchover(NodeState *state, const char *name, int64 timeout_ms)
 		RegisterXactCallback(unfence_at_end, NULL);
 		fence_callback_registered = true;
 	}
-	replicator_fence(name);
+	/* a switchover in doubt stays so until settled: take_over may have committed */
+	handover_sent = replicator_fence(name);
 	hold_id_row(name, ms_left(deadline, 1), timeout_ms);
 	max_id = source_max_id();
 
@@ -541,7 +571,7 @@ switchover(NodeState *state, const char *name, int64 timeout_ms)
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("switchover to \"%s\" in doubt: the connection broke while it took over, and it cannot be asked now", name),
 				 errdetail("This node stays fenced: it takes no writes until \"%s\"'s stream makes it a slave, or a switchover finishes.", name),
-				 errhint("Run replicator.promote('%s') here again once \"%s\" can be reached.", name, name)));
+				 errhint("Run replicator.promote('%s') here again once \"%s\" can be reached. If it is gone for good and never took over, a restart of this server lifts the fence.", name, name)));
 	become_slave(state, name, epoch, max_id + 1);
 	return max_id;
 }

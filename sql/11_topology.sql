@@ -27,6 +27,10 @@ SELECT * FROM replicator.promote('m', '-1 s');
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT * FROM replicator.promote('x');
 ROLLBACK;
+BEGIN;
+SAVEPOINT s;
+SELECT * FROM replicator.promote('x');
+ROLLBACK;
 SELECT first_id FROM insert_events_array(ARRAY['{"on":"master"}']::jsonb[]);
 
 -- an operator a replicator_admin member plants in its own schema never runs

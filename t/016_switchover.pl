@@ -20,7 +20,7 @@ use Test::More;
 use ReplicatorTest;
 
 my $na = node_with_extension('a');
-my $nb = node_with_extension('b');
+my $nb = node_with_extension('b', 'max_prepared_transactions = 2');
 my $nc = node_with_extension('c');
 my %nodes = (a => $na, b => $nb, c => $nc);
 
@@ -298,6 +298,51 @@ is(node_info($nb), 'b|slave|3|a', 'e: B is still slave of a at epoch 3');
 ok(defined insert_tagged($na, 'after-e', 2), 'e: A takes writes (unfenced)');
 ok(wait_replica($na, 'b') && wait_replica($na, 'c'), 'e: B and C caught up with A');
 compare_events($na, $nb, 'e: B equals A');
+
+# ---------------------------------------------------------------------------
+# (f) a switchover in doubt stays in doubt when promote() is run again and
+# fails before asking the candidate.  A's demotion by B is held up (a lock
+# on A's id table, which attach_to_master needs) so that the doubt lasts.
+my $blocker = $na->background_psql('postgres');
+$blocker->query_safe('BEGIN; LOCK TABLE id IN ROW EXCLUSIVE MODE');
+($ret, $out, $err) = $na->psql('postgres', q{
+BEGIN;
+SELECT master, epoch FROM replicator.promote('b');
+ROLLBACK;
+});
+like($out, qr/^b\|4$/m, 'f: promote(b) returned before the rollback: B took over at epoch 4');
+$nb->stop('fast');
+$err = psql_error($na, q{SELECT * FROM replicator.promote('b', '2 s')});
+like($err // '', qr/ERROR: .*switchover to "b" abandoned/, 'f: promote(b) again fails: B is down');
+$err = psql_error($na, q{SELECT insert_events_array(ARRAY['{"f": "in doubt"}']::jsonb[])});
+like($err // '', qr/ERROR: .*handing over to "b"/, 'f: A still refuses insert_events: the failed retry kept the doubt');
+$err = psql_error($na, q{SELECT * FROM replicator.promote('c', '2 s')});
+like($err // '', qr/ERROR: .*a switchover to "b" is in doubt/, 'f: nor may another candidate take over meanwhile');
+$nb->start;
+$blocker->query_safe('COMMIT');
+$blocker->quit;
+ok(wait_node($na, 'a|slave|4|b'), 'f: A became slave of b at epoch 4 when B\'s stream reached it');
+is($na->safe_psql('postgres', 'SELECT count(*) FROM replicator.diverged_events'), '0',
+	'f: nothing A acknowledged was set aside');
+ok(wait_replica($nb, 'a') && wait_replica($nb, 'c'), 'f: A and C caught up with B');
+compare_events($nb, $na, 'f: A equals B');
+
+# (g) a transaction that ran a switchover cannot be prepared: its outcome
+# would wait for COMMIT PREPARED while the candidate is master already.
+($ret, $out, $err) = $nb->psql('postgres', q{
+BEGIN;
+SELECT master, epoch FROM replicator.promote('a');
+PREPARE TRANSACTION 'switchover';
+});
+like($err, qr/ERROR:  cannot PREPARE a transaction that ran a switchover/, 'g: PREPARE TRANSACTION is refused');
+$nb->safe_psql('postgres', q{SELECT 1 FROM pg_prepared_xacts WHERE gid = 'switchover'} ) eq ''
+  or $nb->safe_psql('postgres', q{ROLLBACK PREPARED 'switchover'});
+ok(wait_node($nb, 'b|slave|5|a'), 'g: B, fenced meanwhile, became slave of a at epoch 5');
+is($nb->safe_psql('postgres', 'SELECT count(*) FROM replicator.diverged_events'), '0',
+	'g: nothing B acknowledged was set aside');
+ok(wait_replica($na, 'b') && wait_replica($na, 'c'), 'g: B and C caught up with A');
+compare_events($na, $nb, 'g: B equals A');
+compare_events($na, $nc, 'g: C equals A');
 
 $_->stop for ($na, $nb, $nc);
 done_testing();

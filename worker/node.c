@@ -191,13 +191,15 @@ my_database_entry(void)
  * the fencing backend (which a crash of it must not leave behind), unless
  * replicator_fence_in_doubt() keeps it.  A fence in doubt (take_over sent
  * to one candidate, its outcome unknown) may be taken again only for that
- * candidate: another could take over at the same epoch.
+ * candidate, since another could take over at the same epoch; true then:
+ * the caller's switchover inherits the doubt.
  */
-void
+bool
 replicator_fence(const char *fenced_for)
 {
 	DatabaseEntry *db;
 	char		in_doubt_for[REPLICA_NAME_LEN] = "";
+	bool		was_in_doubt = false;
 
 	if (ReplicatorState == NULL)
 		ereport(ERROR,
@@ -209,6 +211,7 @@ replicator_fence(const char *fenced_for)
 		strlcpy(in_doubt_for, db->fenced_for, REPLICA_NAME_LEN);
 	else if (db != NULL)
 	{
+		was_in_doubt = db->fenced && db->fence_in_doubt;
 		db->fenced = true;
 		db->fenced_by = MyProcPid;
 		db->fence_in_doubt = false;
@@ -226,6 +229,7 @@ replicator_fence(const char *fenced_for)
 				 errmsg("a switchover to \"%s\" is in doubt", in_doubt_for),
 				 errdetail("Whether \"%s\" took over is not known; another candidate could take over at the same epoch.", in_doubt_for),
 				 errhint("Run replicator.promote('%s') again to finish it, or wait for its stream to make this node its slave.", in_doubt_for)));
+	return was_in_doubt;
 }
 
 /* This backend's fence ends, unless it is in doubt. */

@@ -36,7 +36,7 @@ extern bool replicator_node_role_now(char *name, char *master, int64 *epoch);
 extern TimestampTz replicator_event_ts(Oid nspid, int64 id);
 
 /* switchover fence, in shared memory: insert_events refuses meanwhile */
-extern void replicator_fence(const char *fenced_for);
+extern bool replicator_fence(const char *fenced_for);
 extern void replicator_unfence(void);
 extern void replicator_fence_in_doubt(void);
 extern void replicator_clear_fence(void);
