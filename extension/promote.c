@@ -576,8 +576,45 @@ switchover(NodeState *state, const char *name, int64 timeout_ms)
 	return max_id;
 }
 
+/*
+ * Stop the former master's stream here, at a batch boundary, within
+ * wait_ms: a session of it left in a transaction (its master stopped
+ * rather than gone, or gone without a word over a unix socket) holds the
+ * events table until its server notices.
+ */
+static void
+lock_event_source_within(int64 wait_ms)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	int			nestlevel = NewGUCNestLevel();
+
+	(void) set_config_option("lock_timeout", psprintf(INT64_FORMAT, Max(wait_ms, 1)),
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	PG_TRY();
+	{
+		replicator_lock_event_source();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			PG_RE_THROW();
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("failover abandoned: sessions of the former master still hold this node's events after " INT64_FORMAT " ms", wait_ms),
+				 errdetail("Nothing changed. Their server closes them once it notices the master is gone."),
+				 errhint("To go on now, end them: SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'replicator:%%' AND datname = current_database();")));
+	}
+	PG_END_TRY();
+	AtEOXact_GUC(true, nestlevel);
+}
+
 static int64
-failover(NodeState *state, bool force)
+failover(NodeState *state, bool force, int64 timeout_ms)
 {
 	List	   *rows = read_nodes();
 	NodeRow    *self = find_node(rows, state->name);
@@ -659,7 +696,7 @@ failover(NodeState *state, bool force)
 				 errhint("promote(force => true) overrides this, and the topology records it.")));
 
 	/* the old master's stream stops here, at a batch boundary */
-	replicator_lock_event_source();
+	lock_event_source_within(timeout_ms);
 	max_id = source_max_id();
 	replicator_become_master(state, epoch, reasons.len > 0 ? "forced failover" : "failover",
 							 psprintf("from \"%s\"%s%s", state->master,
@@ -736,7 +773,7 @@ replicator_promote(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("this node is the master of epoch " INT64_FORMAT " already", state.epoch),
 					 errhint("A switchover names the slave: replicator.promote('<slave>').")));
-		last_id = failover(&state, force);
+		last_id = failover(&state, force, timeout_ms);
 		values[0] = CStringGetTextDatum(state.name);
 	}
 	SPI_finish();

@@ -214,5 +214,30 @@ is($nb->safe_psql('postgres', $epochs_sql),
 is($na->safe_psql('postgres', $epochs_sql), $nb->safe_psql('postgres', $epochs_sql), 'end: A holds the epochs of B');
 is($nc->safe_psql('postgres', $epochs_sql), $nb->safe_psql('postgres', $epochs_sql), 'end: C holds the epochs of B');
 
+# ---------------------------------------------------------------------------
+# Round 3.  A session holds C's events table (as one of a master's sessions
+# does when its master stops answering in the middle of a transaction): a
+# failover on C gives up within its timeout, saying what to do, and changes
+# nothing; once the session ends, it goes ahead.
+my $holder = $nc->background_psql('postgres');
+$holder->query_safe('BEGIN; LOCK TABLE events IN ROW EXCLUSIVE MODE');
+$nb->stop('immediate');
+# (forced: the held table may also have held up B's last heartbeats to C)
+$err = psql_error($nc, q{SELECT * FROM replicator.promote(timeout => '2 s', force => true)});
+like($err // '', qr/ERROR: .*failover abandoned: sessions of the former master still hold this node's events after 2000 ms/,
+	'3: promote() on C gives up within its timeout while a session holds its events table');
+like($err // '', qr/HINT: .*pg_terminate_backend/, '3: and says how to end such sessions');
+is(node_info($nc), 'c|slave|3|b', '3: C is still slave of b at epoch 3');
+$holder->query_safe('COMMIT');
+$holder->quit;
+my $c_max = max_id($nc);
+is($nc->safe_psql('postgres', q{SELECT master, epoch, last_event_id FROM replicator.promote(timeout => '2 s', force => true)}),
+	"c|4|$c_max", '3: once it ended, promote() on C: master c, epoch 4');
+$nb->start;
+ok(wait_node($nb, 'b|slave|4|c') && wait_node($na, 'a|slave|4|c'), '3: A and B became slaves of c at epoch 4');
+ok(wait_replica($nc, 'a') && wait_replica($nc, 'b'), '3: A and B caught up with C');
+compare_events($nc, $na, '3: A equals C');
+compare_events($nc, $nb, '3: B equals C');
+
 $_->stop for ($na, $nb, $nc);
 done_testing();
