@@ -222,7 +222,7 @@ is($nc->safe_psql('postgres', $epochs_sql), $nb->safe_psql('postgres', $epochs_s
 my $holder = $nc->background_psql('postgres');
 $holder->query_safe('BEGIN; LOCK TABLE events IN ROW EXCLUSIVE MODE');
 $nb->stop('immediate');
-# (forced: the held table may also have held up B's last heartbeats to C)
+# (forced: C's last contact with B may date from its catch-up after it rejoined)
 $err = psql_error($nc, q{SELECT * FROM replicator.promote(timeout => '2 s', force => true)});
 like($err // '', qr/ERROR: .*failover abandoned: sessions of the former master still hold this node's events after 2000 ms/,
 	'3: promote() on C gives up within its timeout while a session holds its events table');
