@@ -246,6 +246,23 @@ ask_position(NodeRow *row, char **name, int64 *epoch, int64 *max_id, char **why)
 }
 
 /*
+ * In a PG_CATCH: rethrow unless the error is a lock timeout, which is
+ * cleared for the caller to report in its own words.
+ */
+static void
+rethrow_unless_lock_timeout(MemoryContext caller)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(caller);
+	edata = CopyErrorData();
+	if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+		PG_RE_THROW();
+	FreeErrorData(edata);
+	FlushErrorState();
+}
+
+/*
  * Block insert_events for good in this transaction: take the id row, within
  * wait_ms of the switchover's timeout_ms (a transaction that called
  * insert_events and sits idle holds it).
@@ -275,14 +292,8 @@ hold_id_row(const char *candidate, int64 wait_ms, int64 timeout_ms)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
 		replicator_forbid_writes();
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
-			PG_RE_THROW();
-		FlushErrorState();
+		rethrow_unless_lock_timeout(caller);
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 				 errmsg("switchover to \"%s\" abandoned: the insert_events calls under way did not end within " INT64_FORMAT " ms",
@@ -596,13 +607,7 @@ lock_event_source_within(int64 wait_ms)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
-			PG_RE_THROW();
-		FlushErrorState();
+		rethrow_unless_lock_timeout(caller);
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 				 errmsg("failover abandoned: sessions of the former master still hold this node's events after " INT64_FORMAT " ms", wait_ms),
