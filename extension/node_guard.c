@@ -59,6 +59,7 @@ replicator_attach_session(const char *master, int64 epoch)
 {
 	strlcpy(attached_master, master, REPLICA_NAME_LEN);
 	attached_epoch = epoch;
+	replicator_register_attached(epoch);
 }
 
 /*

@@ -322,6 +322,8 @@ replicator_attach_to_master(PG_FUNCTION_ARGS)
 	{
 		int64		max_id;
 
+		/* a former master's sessions here may no longer write: end them */
+		replicator_end_attached_sessions(epoch);
 		replicator_lock_event_source();
 		max_id = events_max_id();
 		if (!state.exists && max_id > 0)

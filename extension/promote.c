@@ -701,6 +701,8 @@ failover(NodeState *state, bool force, int64 timeout_ms)
 				 errhint("promote(force => true) overrides this, and the topology records it.")));
 
 	/* the old master's stream stops here, at a batch boundary */
+	/* the former master's sessions here: it is gone, they only hold locks */
+	replicator_end_attached_sessions(epoch);
 	lock_event_source_within(timeout_ms);
 	max_id = source_max_id();
 	replicator_become_master(state, epoch, reasons.len > 0 ? "forced failover" : "failover",

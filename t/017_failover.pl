@@ -215,10 +215,27 @@ is($na->safe_psql('postgres', $epochs_sql), $nb->safe_psql('postgres', $epochs_s
 is($nc->safe_psql('postgres', $epochs_sql), $nb->safe_psql('postgres', $epochs_sql), 'end: C holds the epochs of B');
 
 # ---------------------------------------------------------------------------
-# Round 3.  A session holds C's events table (as one of a master's sessions
-# does when its master stops answering in the middle of a transaction): a
-# failover on C gives up within its timeout, saying what to do, and changes
-# nothing; once the session ends, it goes ahead.
+# Round 3.  Two sessions hold C's events table in a transaction, as a
+# master's stream does when its master stops answering in the middle of a
+# batch: one attached as B's stream (it is given the topology B pushes),
+# one an application's.  B stops.  promote() on C ends the stream's
+# session, but waits for the other at most its timeout, then fails saying
+# what to do and changing nothing; once that one ends, it goes ahead.
+my $push_doc = $nb->safe_psql('postgres', q{
+SELECT jsonb_build_object('master', n.master, 'epoch', n.epoch, 'routing', n.routing,
+	'nodes', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', r.name, 'conninfo', r.conninfo, 'role', r.role,
+		'lag_tolerance', r.lag_tolerance, 'enabled', r.enabled, 'incarnation', r.incarnation,
+		'created_at', r.created_at, 'created_by', r.created_by,
+		'superuser_set', coalesce((SELECT a.rolsuper FROM pg_roles a WHERE a.rolname = r.changed_by), false))
+		ORDER BY r.name), '[]') FROM replicator.replicas r),
+	'epochs', (SELECT coalesce(jsonb_agg(jsonb_build_object('epoch', e.epoch, 'master', e.master,
+		'first_id', e.first_id, 'started_at', e.started_at, 'how', e.how, 'detail', e.detail)
+		ORDER BY e.epoch), '[]') FROM replicator.epochs e))
+FROM replicator.node_state n});
+my $stream = $nc->background_psql('postgres');
+$stream->query_safe("SELECT max_id FROM replicator.attach_to_master('b', 3, 'c', \$\$$push_doc\$\$)");
+my $stream_pid = $stream->query_safe('SELECT pg_backend_pid()');
+$stream->query_safe('BEGIN; LOCK TABLE events IN ROW EXCLUSIVE MODE');
 my $holder = $nc->background_psql('postgres');
 $holder->query_safe('BEGIN; LOCK TABLE events IN ROW EXCLUSIVE MODE');
 $nb->stop('immediate');
@@ -227,12 +244,16 @@ $err = psql_error($nc, q{SELECT * FROM replicator.promote(timeout => '2 s', forc
 like($err // '', qr/ERROR: .*failover abandoned: sessions of the former master still hold this node's events after 2000 ms/,
 	'3: promote() on C gives up within its timeout while a session holds its events table');
 like($err // '', qr/HINT: .*pg_terminate_backend/, '3: and says how to end such sessions');
+is($nc->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE pid = $stream_pid"), '0',
+	'3: the session attached as the former master\'s stream was ended');
+ok($nc->log_contains("ending session $stream_pid, a stream of a master of an epoch before 4"), '3: and the log says so');
 is(node_info($nc), 'c|slave|3|b', '3: C is still slave of b at epoch 3');
 $holder->query_safe('COMMIT');
 $holder->quit;
+eval { $stream->quit };
 my $c_max = max_id($nc);
 is($nc->safe_psql('postgres', q{SELECT master, epoch, last_event_id FROM replicator.promote(timeout => '2 s', force => true)}),
-	"c|4|$c_max", '3: once it ended, promote() on C: master c, epoch 4');
+	"c|4|$c_max", '3: once the other ended, promote() on C: master c, epoch 4');
 $nb->start;
 ok(wait_node($nb, 'b|slave|4|c') && wait_node($na, 'a|slave|4|c'), '3: A and B became slaves of c at epoch 4');
 ok(wait_replica($nc, 'a') && wait_replica($nc, 'b'), '3: A and B caught up with C');

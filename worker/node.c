@@ -13,6 +13,8 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
+
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/stratnum.h"
@@ -287,6 +289,86 @@ replicator_clear_fence(void)
 		db->fence_in_doubt = false;
 	}
 	LWLockRelease(ReplicatorState->lock);
+}
+
+/*
+ * This session is a master's stream at epoch: remembered in shared memory
+ * so that a promotion here can end the sessions of an older epoch, which
+ * may sit in a transaction holding the events table for as long as their
+ * server takes to notice their master is gone.  Best effort: with every
+ * place taken by live sessions, this one is not remembered.
+ */
+void
+replicator_register_attached(int64 epoch)
+{
+	DatabaseEntry *db;
+
+	if (ReplicatorState == NULL)
+		return;
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	db = my_database_entry();
+	if (db != NULL)
+	{
+		int			free = -1;
+
+		for (int i = 0; i < REPLICATOR_MAX_ATTACHED; i++)
+		{
+			if (db->attached_pid[i] == MyProcPid)
+			{
+				free = i;
+				break;
+			}
+			if (free < 0 && (db->attached_pid[i] == 0 || BackendPidGetProc(db->attached_pid[i]) == NULL))
+				free = i;
+		}
+		if (free >= 0)
+		{
+			db->attached_pid[free] = MyProcPid;
+			db->attached_epoch[free] = epoch;
+		}
+	}
+	LWLockRelease(ReplicatorState->lock);
+}
+
+/*
+ * Terminate this node's sessions attached as a master's stream at an epoch
+ * below epoch (never this one).  How many were signalled.
+ */
+int
+replicator_end_attached_sessions(int64 epoch)
+{
+	DatabaseEntry *db;
+	pid_t		pids[REPLICATOR_MAX_ATTACHED];
+	int			n = 0;
+
+	if (ReplicatorState == NULL)
+		return 0;
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	db = my_database_entry();
+	for (int i = 0; db != NULL && i < REPLICATOR_MAX_ATTACHED; i++)
+	{
+		if (db->attached_pid[i] == 0 || db->attached_pid[i] == MyProcPid ||
+			db->attached_epoch[i] >= epoch)
+			continue;
+		if (BackendPidGetProc(db->attached_pid[i]) != NULL)
+			pids[n++] = db->attached_pid[i];
+		db->attached_pid[i] = 0;
+	}
+	LWLockRelease(ReplicatorState->lock);
+
+	/* as pg_terminate_backend() does, without its check of our rights */
+	for (int i = 0; i < n; i++)
+	{
+		ereport(LOG,
+				(errmsg("replicator: ending session %d, a stream of a master of an epoch before " INT64_FORMAT,
+						(int) pids[i], epoch)));
+#ifdef HAVE_SETSID
+		(void) kill(-pids[i], SIGTERM);
+#else
+		(void) kill(pids[i], SIGTERM);
+#endif
+	}
+	return n;
 }
 
 static bool clear_fence_pending = false;

@@ -41,6 +41,8 @@ extern void replicator_unfence(void);
 extern void replicator_fence_in_doubt(void);
 extern void replicator_clear_fence(void);
 extern void replicator_clear_fence_at_commit(void);
+extern void replicator_register_attached(int64 epoch);
+extern int	replicator_end_attached_sessions(int64 epoch);
 extern bool replicator_fenced(char *fenced_for);
 
 #endif							/* REPLICATOR_NODE_H */

@@ -18,6 +18,8 @@
 
 #define REPLICATOR_MAX_REPLICAS		64
 #define REPLICA_NAME_LEN			64
+/* sessions of masters' streams a node keeps track of, per database */
+#define REPLICATOR_MAX_ATTACHED	32
 #define REPLICA_ERROR_LEN			512
 #define REPLICA_CONNINFO_LEN		1024
 
@@ -94,6 +96,9 @@ typedef struct DatabaseEntry
 	char		fenced_for[REPLICA_NAME_LEN];
 	/* take_over was sent and its outcome is not known: fenced until told */
 	bool		fence_in_doubt;
+	/* this node's sessions attached as a master's stream, and at which epoch */
+	pid_t		attached_pid[REPLICATOR_MAX_ATTACHED];
+	int64		attached_epoch[REPLICATOR_MAX_ATTACHED];
 } DatabaseEntry;
 
 typedef struct ReplicatorShared
