@@ -36,15 +36,16 @@ replicator_check_insert_allowed(void)
 	char		name[REPLICA_NAME_LEN];
 	char		master[REPLICA_NAME_LEN];
 	char		fenced_for[REPLICA_NAME_LEN];
-	int64		epoch;
+	int64		epoch = 0;
+	bool		in_topology = replicator_node_role_now(name, master, &epoch);
 
-	if (replicator_fenced(fenced_for))
+	if (replicator_fenced(epoch, fenced_for))
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
 				 errmsg("this node is handing over to \"%s\": insert events there", fenced_for),
 				 errdetail("A switchover to \"%s\" is under way.", fenced_for),
 				 errhint("replicator.node() on any node says where the master is.")));
-	if (replicator_node_role_now(name, master, &epoch) && strcmp(name, master) != 0)
+	if (in_topology && strcmp(name, master) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
 				 errmsg("this node is a slave: insert events on its master \"%s\"", master),

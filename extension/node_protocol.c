@@ -348,8 +348,6 @@ replicator_attach_to_master(PG_FUNCTION_ARGS)
 			}
 		}
 		set_node_state(node, epoch, master);
-		/* a switchover from here left in doubt is settled: a slave now */
-		replicator_clear_fence_at_commit();
 		ereport(LOG,
 				(errmsg("replicator: this database is now node \"%s\", a slave of \"%s\" at epoch " INT64_FORMAT,
 						node, master, epoch)));
@@ -504,8 +502,6 @@ replicator_become_master(NodeState *state, int64 epoch, const char *how, const c
 	exec_owner("UPDATE replicator.replicas SET role = 'master', invalid_reason = NULL, invalid_since = NULL"
 			   " WHERE name OPERATOR(pg_catalog.=) $2", 2, types, values, SPI_OK_UPDATE);
 	set_next_id(first_id);
-	/* a fence left in doubt by an earlier switchover from here ends */
-	replicator_clear_fence_at_commit();
 	replicator_request_rescan_at_commit();
 	ereport(LOG,
 			(errmsg("replicator: node \"%s\" is master at epoch " INT64_FORMAT " (%s%s%s), from event id " INT64_FORMAT " on",

@@ -80,22 +80,18 @@ static bool handover_sent = false;
 static void
 unfence_at_end(XactEvent event, void *arg)
 {
-	char		fenced_for[REPLICA_NAME_LEN];
-
-	if (event == XACT_EVENT_PRE_PREPARE && replicator_fenced(fenced_for))
+	if (event == XACT_EVENT_PRE_PREPARE && handover_sent)
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
 				 errmsg("cannot PREPARE a transaction that ran a switchover")));
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
 	{
-		if (handover_sent)
-			replicator_fence_in_doubt();
-		replicator_unfence();
+		replicator_unfence(handover_sent);
 		handover_sent = false;
 	}
 	else if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
 	{
-		replicator_unfence();
+		replicator_unfence(false);
 		handover_sent = false;
 	}
 }
@@ -107,11 +103,40 @@ ms_left(TimestampTz deadline, int64 floor_ms)
 	return Max((deadline - GetCurrentTimestamp()) / 1000, floor_ms);
 }
 
-/* statement_timeout for the remote session's next statements. */
-static const char *
-remote_timeout_sql(void)
+/*
+ * A session to row's node whose every statement ends within statement_ms
+ * (the startup packet's statement_timeout is 0 for all our sessions); NULL
+ * and *why if it cannot be had now.
+ */
+static PGconn *
+connect_node(NodeRow *row, int64 statement_ms, char **why)
 {
-	return "SELECT pg_catalog.set_config('statement_timeout', $1, false)";
+	PGconn	   *volatile conn;
+	PGresult   *volatile res = NULL;
+	const char *ms = psprintf(INT64_FORMAT, statement_ms);
+
+	conn = replicator_remote_connect(row->conninfo, PROMOTE_APPNAME, REPLICATOR_SESSION_QUERY,
+									 row->require_password, why, NULL);
+	if (conn == NULL)
+		return NULL;
+	PG_TRY();
+	{
+		res = replicator_remote_one_row(conn, "SELECT pg_catalog.set_config('statement_timeout', $1, false)",
+										1, &ms, why, NULL);
+	}
+	PG_CATCH();
+	{
+		replicator_remote_close(conn);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (res == NULL)
+	{
+		replicator_remote_close(conn);
+		return NULL;
+	}
+	PQclear(res);
+	return conn;
 }
 
 /* Every replica row; needs SPI. */
@@ -194,40 +219,31 @@ stream_position(const char *name, int64 *position, ReplicaState *state, bool *is
 static bool
 ask_position(NodeRow *row, char **name, int64 *epoch, int64 *max_id, char **why)
 {
-	bool		transient;
-	PGconn	   *volatile conn;
+	PGconn	   *volatile conn = connect_node(row, replicator_connect_timeout, why);
 	PGresult   *volatile res = NULL;
-	const char *timeout = psprintf("%d", replicator_connect_timeout);
 
-	conn = replicator_remote_connect(row->conninfo, PROMOTE_APPNAME, REPLICATOR_SESSION_QUERY,
-									 row->require_password, why, &transient);
 	if (conn == NULL)
 		return false;
 	PG_TRY();
 	{
-		res = replicator_remote_one_row(conn, remote_timeout_sql(), 1, &timeout, why, &transient);
-		if (res != NULL)
-		{
-			PQclear(res);
-			/* a plain destination (no extension) says only how many events it has */
-			res = replicator_remote_one_row(conn,
-											"SELECT CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_extension"
-											"  WHERE extname OPERATOR(pg_catalog.=) 'replicator')"
-											" THEN 'node' ELSE 'plain' END",
-											0, NULL, why, &transient);
-		}
+		/* a plain destination (no extension) says only how many events it has */
+		res = replicator_remote_one_row(conn,
+										"SELECT CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_extension"
+										"  WHERE extname OPERATOR(pg_catalog.=) 'replicator')"
+										" THEN 'node' ELSE 'plain' END",
+										0, NULL, why, NULL);
 		if (res != NULL && strcmp(PQgetvalue(res, 0, 0), "plain") == 0)
 		{
 			PQclear(res);
 			res = replicator_remote_one_row(conn,
 											"SELECT NULL, 0, coalesce(pg_catalog.max(id), 0) FROM events",
-											0, NULL, why, &transient);
+											0, NULL, why, NULL);
 		}
 		else if (res != NULL)
 		{
 			PQclear(res);
 			res = replicator_remote_one_row(conn, "SELECT name, epoch, max_id FROM replicator.node_position()",
-											0, NULL, why, &transient);
+											0, NULL, why, NULL);
 		}
 		if (res != NULL)
 		{
@@ -356,44 +372,27 @@ static bool
 took_over(NodeRow *target, const char *from_master, int64 epoch, int64 first_id, int remote_pid,
 		  bool *committed)
 {
-	bool		transient;
 	char	   *why;
-	PGconn	   *volatile conn;
+	PGconn	   *volatile conn = connect_node(target, replicator_connect_timeout, &why);
 	volatile bool known = false;
 	const char *params[1];
 	const char *history[4];
-	const char *timeout = psprintf("%d", replicator_connect_timeout);
 
-	conn = replicator_remote_connect(target->conninfo, PROMOTE_APPNAME, REPLICATOR_SESSION_QUERY,
-									 target->require_password, &why, &transient);
 	if (conn == NULL)
 		return false;
 	params[0] = psprintf("%d", remote_pid);
 	PG_TRY();
 	{
-		PGresult   *res = replicator_remote_one_row(conn, remote_timeout_sql(), 1, &timeout, &why, NULL);
+		/* a terminated session rolls back, or has committed: wait for its end */
+		PGresult   *res = replicator_remote_one_row(conn, "SELECT pg_catalog.pg_terminate_backend($1::pg_catalog.int4, 5000)",
+													1, params, &why, NULL);
 
 		if (res != NULL)
 		{
 			PQclear(res);
-			res = replicator_remote_one_row(conn, "SELECT pg_catalog.pg_terminate_backend($1::pg_catalog.int4, 0)",
-											1, params, &why, NULL);
-		}
-		/* a terminated session rolls back, or has committed: wait for its end */
-		for (int i = 0; res != NULL && i < 100; i++)
-		{
-			bool		gone;
-
-			PQclear(res);
 			res = replicator_remote_one_row(conn, "SELECT NOT EXISTS (SELECT FROM pg_catalog.pg_stat_activity"
 											" WHERE pid OPERATOR(pg_catalog.=) $1::pg_catalog.int4)",
 											1, params, &why, NULL);
-			gone = res != NULL && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-			if (res == NULL || gone)
-				break;
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 50, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-			CHECK_FOR_INTERRUPTS();
 		}
 		if (res != NULL && strcmp(PQgetvalue(res, 0, 0), "t") == 0)
 		{
@@ -436,17 +435,13 @@ took_over(NodeRow *target, const char *from_master, int64 epoch, int64 first_id,
 static bool
 take_over(NodeRow *target, NodeState *state, int64 epoch, int64 max_id, int64 wait_ms)
 {
-	PGconn	   *volatile conn;
 	char	   *error;
-	bool		transient;
+	PGconn	   *volatile conn = connect_node(target, wait_ms, &error);
 	volatile bool broke = false;
 	int			remote_pid;
 	bool		committed = false;
 	const char *params[3];
-	const char *timeout = psprintf(INT64_FORMAT, wait_ms);
 
-	conn = replicator_remote_connect(target->conninfo, PROMOTE_APPNAME, REPLICATOR_SESSION_QUERY,
-									 target->require_password, &error, &transient);
 	if (conn == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
@@ -457,16 +452,12 @@ take_over(NodeRow *target, NodeState *state, int64 epoch, int64 max_id, int64 wa
 	params[2] = psprintf(INT64_FORMAT, max_id);
 	PG_TRY();
 	{
-		PGresult   *res = replicator_remote_one_row(conn, remote_timeout_sql(), 1, &timeout, &error, NULL);
+		PGresult   *res;
 
-		if (res != NULL)
-		{
-			PQclear(res);
-			/* from here on, an abort leaves this node fenced */
-			handover_sent = true;
-			res = replicator_remote_one_row(conn, "SELECT replicator.take_over($1::pg_catalog.int8, $2, $3::pg_catalog.int8)",
-											3, params, &error, NULL);
-		}
+		/* from here on, an abort leaves this node fenced */
+		handover_sent = true;
+		res = replicator_remote_one_row(conn, "SELECT replicator.take_over($1::pg_catalog.int8, $2, $3::pg_catalog.int8)",
+										3, params, &error, NULL);
 		if (res != NULL)
 			PQclear(res);
 		else if (PQstatus(conn) == CONNECTION_OK)
@@ -551,7 +542,7 @@ switchover(NodeState *state, const char *name, int64 timeout_ms)
 		fence_callback_registered = true;
 	}
 	/* a switchover in doubt stays so until settled: take_over may have committed */
-	handover_sent = replicator_fence(name);
+	handover_sent = replicator_fence(name, state->epoch);
 	hold_id_row(name, ms_left(deadline, 1), timeout_ms);
 	max_id = source_max_id();
 

@@ -188,16 +188,17 @@ my_database_entry(void)
 }
 
 /*
- * Fence this node for a switchover to fenced_for: insert_events refuses
- * from now on, in every session, until replicator_unfence() or the end of
- * the fencing backend (which a crash of it must not leave behind), unless
- * replicator_fence_in_doubt() keeps it.  A fence in doubt (take_over sent
- * to one candidate, its outcome unknown) may be taken again only for that
- * candidate, since another could take over at the same epoch; true then:
- * the caller's switchover inherits the doubt.
+ * Fence this node, master at epoch, for a switchover to fenced_for:
+ * insert_events refuses from now on, in every session, until
+ * replicator_unfence(), the end of the fencing backend (which a crash of it
+ * must not leave behind), or a new epoch here: a fence is of one epoch, and
+ * the node's role has changed for good once its epoch has.  A fence kept in
+ * doubt (take_over sent to one candidate, its outcome unknown) may be taken
+ * again only for that candidate, since another could take over at the same
+ * epoch; true then: the caller's switchover inherits the doubt.
  */
 bool
-replicator_fence(const char *fenced_for)
+replicator_fence(const char *fenced_for, int64 epoch)
 {
 	DatabaseEntry *db;
 	char		in_doubt_for[REPLICA_NAME_LEN] = "";
@@ -209,14 +210,16 @@ replicator_fence(const char *fenced_for)
 				 errmsg("replicator is not loaded through shared_preload_libraries")));
 	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
 	db = my_database_entry();
-	if (db != NULL && db->fenced && db->fence_in_doubt && strcmp(db->fenced_for, fenced_for) != 0)
+	if (db != NULL)
+		was_in_doubt = db->fenced && db->fence_in_doubt && db->fence_epoch >= epoch;
+	if (was_in_doubt && strcmp(db->fenced_for, fenced_for) != 0)
 		strlcpy(in_doubt_for, db->fenced_for, REPLICA_NAME_LEN);
 	else if (db != NULL)
 	{
-		was_in_doubt = db->fenced && db->fence_in_doubt;
 		db->fenced = true;
 		db->fenced_by = MyProcPid;
 		db->fence_in_doubt = false;
+		db->fence_epoch = epoch;
 		strlcpy(db->fenced_for, fenced_for, REPLICA_NAME_LEN);
 	}
 	LWLockRelease(ReplicatorState->lock);
@@ -234,32 +237,14 @@ replicator_fence(const char *fenced_for)
 	return was_in_doubt;
 }
 
-/* This backend's fence ends, unless it is in doubt. */
-void
-replicator_unfence(void)
-{
-	DatabaseEntry *db;
-
-	if (ReplicatorState == NULL)
-		return;
-	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
-	db = my_database_entry();
-	if (db != NULL && db->fenced_by == MyProcPid && !db->fence_in_doubt)
-	{
-		db->fenced = false;
-		db->fenced_by = 0;
-	}
-	LWLockRelease(ReplicatorState->lock);
-}
-
 /*
- * This backend's fence outlives it: take_over was sent and may have
- * committed, so this node must not take writes as master again until a
- * newer master makes it a slave (replicator_clear_fence) or a promote()
+ * This backend's fence ends with its transaction.  in_doubt: take_over was
+ * sent and may have committed, so the fence outlives the backend, until a
+ * newer master makes this node a slave (a new epoch) or a promote()
  * finishes the switchover.
  */
 void
-replicator_fence_in_doubt(void)
+replicator_unfence(bool in_doubt)
 {
 	DatabaseEntry *db;
 
@@ -268,25 +253,11 @@ replicator_fence_in_doubt(void)
 	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
 	db = my_database_entry();
 	if (db != NULL && db->fenced && db->fenced_by == MyProcPid)
-		db->fence_in_doubt = true;
-	LWLockRelease(ReplicatorState->lock);
-}
-
-/* Any fence ends: this node's role has changed for good. */
-void
-replicator_clear_fence(void)
-{
-	DatabaseEntry *db;
-
-	if (ReplicatorState == NULL)
-		return;
-	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
-	db = my_database_entry();
-	if (db != NULL)
 	{
-		db->fenced = false;
-		db->fenced_by = 0;
-		db->fence_in_doubt = false;
+		if (in_doubt)
+			db->fence_in_doubt = true;
+		else if (!db->fence_in_doubt)
+			db->fenced = false;
 	}
 	LWLockRelease(ReplicatorState->lock);
 }
@@ -371,37 +342,12 @@ replicator_end_attached_sessions(int64 epoch)
 	return n;
 }
 
-static bool clear_fence_pending = false;
-static bool clear_fence_callback_registered = false;
-
-static void
-clear_fence_at_end(XactEvent event, void *arg)
-{
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
-	{
-		if (clear_fence_pending)
-			replicator_clear_fence();
-		clear_fence_pending = false;
-	}
-	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-		clear_fence_pending = false;
-}
-
-/* replicator_clear_fence() once this transaction, which changes the role, commits. */
-void
-replicator_clear_fence_at_commit(void)
-{
-	if (!clear_fence_callback_registered)
-	{
-		RegisterXactCallback(clear_fence_at_end, NULL);
-		clear_fence_callback_registered = true;
-	}
-	clear_fence_pending = true;
-}
-
-/* Whether a switchover fences this node; if so, to whom (REPLICA_NAME_LEN). */
+/*
+ * Whether a switchover fences this node, now at epoch; if so, to whom
+ * (REPLICA_NAME_LEN).
+ */
 bool
-replicator_fenced(char *fenced_for)
+replicator_fenced(int64 epoch, char *fenced_for)
 {
 	DatabaseEntry *db;
 	bool		fenced = false;
@@ -412,7 +358,7 @@ replicator_fenced(char *fenced_for)
 		return false;
 	LWLockAcquire(ReplicatorState->lock, LW_SHARED);
 	db = my_database_entry();
-	if (db != NULL && db->fenced)
+	if (db != NULL && db->fenced && db->fence_epoch >= epoch)
 	{
 		fenced = true;
 		by = db->fenced_by;

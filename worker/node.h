@@ -36,13 +36,10 @@ extern bool replicator_node_role_now(char *name, char *master, int64 *epoch);
 extern TimestampTz replicator_event_ts(Oid nspid, int64 id);
 
 /* switchover fence, in shared memory: insert_events refuses meanwhile */
-extern bool replicator_fence(const char *fenced_for);
-extern void replicator_unfence(void);
-extern void replicator_fence_in_doubt(void);
-extern void replicator_clear_fence(void);
-extern void replicator_clear_fence_at_commit(void);
+extern bool replicator_fence(const char *fenced_for, int64 epoch);
+extern void replicator_unfence(bool in_doubt);
 extern void replicator_register_attached(int64 epoch);
 extern int	replicator_end_attached_sessions(int64 epoch);
-extern bool replicator_fenced(char *fenced_for);
+extern bool replicator_fenced(int64 epoch, char *fenced_for);
 
 #endif							/* REPLICATOR_NODE_H */

@@ -96,6 +96,7 @@ typedef struct DatabaseEntry
 	char		fenced_for[REPLICA_NAME_LEN];
 	/* take_over was sent and its outcome is not known: fenced until told */
 	bool		fence_in_doubt;
+	int64		fence_epoch;	/* the fence holds while the node is at it */
 	/* this node's sessions attached as a master's stream, and at which epoch */
 	pid_t		attached_pid[REPLICATOR_MAX_ATTACHED];
 	int64		attached_epoch[REPLICATOR_MAX_ATTACHED];

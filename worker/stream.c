@@ -611,20 +611,26 @@ batch_committed(int64 last_id, int count, int64 bytes)
 #define HEARTBEAT_LIMIT_MS		5000
 
 /*
- * A node's duties while the sessions are idle: push a changed topology
- * (attach again: same epoch, new topology) and the heartbeat.  NULL or the
- * error.
+ * A node's duties, when the sessions are idle and they are due: push a
+ * changed topology (attach again: same epoch, new topology) and the
+ * heartbeat.  NULL or the error.
  */
 static char *
 node_duties(ApplySet *apply, const ReplicaConfig *connected, const char *topology,
 			bool *push_due, TimestampTz *last_heartbeat)
 {
-	PGconn	   *conn = replicator_apply_idle_conn(apply);
-	int64		position = replicator_apply_sent_upto(apply);
+	PGconn	   *conn;
+	int64		position;
 	int64		max_id;
 	TimestampTz max_ts;
 	TimestampTz behind_since = 0;
 	char	   *error = NULL;
+
+	if (!replicator_apply_idle(apply) ||
+		!(*push_due || TimestampDifferenceExceeds(*last_heartbeat, GetCurrentTimestamp(), HEARTBEAT_MS)))
+		return NULL;
+	conn = replicator_apply_idle_conn(apply);
+	position = replicator_apply_sent_upto(apply);
 
 	if (*push_due)
 	{
@@ -699,16 +705,10 @@ stream(ApplySet *apply, const ReplicaConfig *connected, bool is_node)
 
 		if (is_node)
 		{
-			TimestampTz now = GetCurrentTimestamp();
-
-			if (replicator_apply_idle(apply) &&
-				(push_due || TimestampDifferenceExceeds(last_heartbeat, now, HEARTBEAT_MS)))
-			{
-				if ((error = node_duties(apply, connected, topology, &push_due, &last_heartbeat)) != NULL)
-					return error;
-			}
-			else if (!replicator_apply_idle(apply) &&
-					 TimestampDifferenceExceeds(last_heartbeat, now, HEARTBEAT_LIMIT_MS))
+			if ((error = node_duties(apply, connected, topology, &push_due, &last_heartbeat)) != NULL)
+				return error;
+			if (!replicator_apply_idle(apply) &&
+				TimestampDifferenceExceeds(last_heartbeat, GetCurrentTimestamp(), HEARTBEAT_LIMIT_MS))
 			{
 				/* overdue: let the sessions drain first */
 				bool		woken = false;
@@ -826,8 +826,7 @@ stream(ApplySet *apply, const ReplicaConfig *connected, bool is_node)
 		 * done: a heartbeat due goes first, or a node behind by a backlog
 		 * would hear nothing of how far behind it is.
 		 */
-		if (is_node && replicator_apply_idle(apply) &&
-			(push_due || TimestampDifferenceExceeds(last_heartbeat, GetCurrentTimestamp(), HEARTBEAT_MS)) &&
+		if (is_node &&
 			(error = node_duties(apply, connected, topology, &push_due, &last_heartbeat)) != NULL)
 			return error;
 		if ((error = replicator_apply_send(apply, &batch)) != NULL)
