@@ -162,9 +162,10 @@ replicator_add_replica(PG_FUNCTION_ARGS)
 	char	   *conninfo = text_arg(fcinfo, 1, "conninfo");
 	char	   *role = text_arg(fcinfo, 2, "role");
 	bool		enabled = PG_ARGISNULL(4) ? true : PG_GETARG_BOOL(4);
-	Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, INTERVALOID, BOOLOID, TEXTOID};
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	bool		stream_events = PG_ARGISNULL(5) ? true : PG_GETARG_BOOL(5);
+	Oid			types[7] = {TEXTOID, TEXTOID, TEXTOID, INTERVALOID, BOOLOID, TEXTOID, BOOLOID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	NodeState	state;
 
 	replicator_check_admin();
@@ -175,6 +176,11 @@ replicator_add_replica(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid role \"%s\" for replica \"%s\"", role, name),
 				 errhint("The role is 'master' or 'slave'.")));
+	if (!stream_events && strcmp(role, "slave") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("replica \"%s\" cannot be a master without events streamed to it", name),
+				 errdetail("stream_events => false registers a database only as a rule's target.")));
 	state = replicator_check_topology_writable(name, false);
 	if (strcmp(role, "master") == 0 && state.exists)
 		ereport(ERROR,
@@ -198,13 +204,14 @@ replicator_add_replica(PG_FUNCTION_ARGS)
 	values[4] = BoolGetDatum(enabled);
 	/* the statement runs as the owner: CURRENT_USER would name the owner */
 	values[5] = CStringGetTextDatum(GetUserNameFromId(GetUserId(), false));
+	values[6] = BoolGetDatum(stream_events);
 
 	/* rows inserted any other way arrive paused (dump_restore.c) */
 	replicator_replica_api_insert(true);
 	if (catalog_exec("INSERT INTO replicator.replicas"
-					 " (name, conninfo, role, lag_tolerance, enabled, created_by, changed_by)"
-					 " VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (name) DO NOTHING",
-					 6, types, values, nulls) == 0)
+					 " (name, conninfo, role, lag_tolerance, enabled, created_by, changed_by, stream_events)"
+					 " VALUES ($1, $2, $3, $4, $5, $6, $6, $7) ON CONFLICT (name) DO NOTHING",
+					 7, types, values, nulls) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("replica \"%s\" already exists", name)));
@@ -505,7 +512,8 @@ replicator_worker_stats(PG_FUNCTION_ARGS)
 
 	LWLockAcquire(ReplicatorState->lock, LW_SHARED);
 	for (int i = 0; i < REPLICATOR_MAX_REPLICAS; i++)
-		if (ReplicatorState->slots[i].in_use && ReplicatorState->slots[i].dboid == MyDatabaseId)
+		if (ReplicatorState->slots[i].in_use && !ReplicatorState->slots[i].is_rule &&
+			ReplicatorState->slots[i].dboid == MyDatabaseId)
 			copy[n++] = ReplicatorState->slots[i];
 	LWLockRelease(ReplicatorState->lock);
 

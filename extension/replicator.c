@@ -43,6 +43,7 @@ _PG_init(void)
 
 	replicator_preloaded = true;
 	replicator_shmem_request();
+	replicator_register_commit_wakeup();
 	replicator_install_utility_hook();
 
 	/*

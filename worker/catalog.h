@@ -12,7 +12,7 @@
 #include "postgres.h"
 
 /* the version of the SQL objects this library works with */
-#define REPLICATOR_SQL_VERSION "1.2"
+#define REPLICATOR_SQL_VERSION "1.3"
 
 /* pg_extension's row of replicator in this database */
 typedef struct ReplicatorExtension

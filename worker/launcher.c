@@ -44,6 +44,8 @@
 #include "catalog.h"
 #include "launcher.h"
 #include "routing.h"
+#include "rule_catalog.h"
+#include "rule_worker.h"
 #include "settings.h"
 #include "shmem.h"
 #include "stream.h"
@@ -234,8 +236,16 @@ launcher_pass(void)
 			continue;
 		}
 
-		fill_worker(&bgw, "replicator_stream_main", "replicator streaming");
-		snprintf(bgw.bgw_name, BGW_MAXLEN, "replicator streaming to %s", slot->name);
+		if (slot->is_rule)
+		{
+			fill_worker(&bgw, "replicator_rule_main", "replicator rule");
+			snprintf(bgw.bgw_name, BGW_MAXLEN, "replicator rule %s", slot->name);
+		}
+		else
+		{
+			fill_worker(&bgw, "replicator_stream_main", "replicator streaming");
+			snprintf(bgw.bgw_name, BGW_MAXLEN, "replicator streaming to %s", slot->name);
+		}
 		bgw.bgw_main_arg = Int32GetDatum(i);
 		memcpy(bgw.bgw_extra, &slot->generation, sizeof(uint32));
 		stream_handles[i] = start_worker(&bgw);
@@ -317,6 +327,7 @@ replicator_scan_main(Datum arg)
 {
 	Oid			dboid = DatumGetObjectId(arg);
 	List	   *names = NIL;
+	List	   *rules = NIL;
 	ListCell   *lc;
 	uint64		generation = 0;
 	bool		installed;
@@ -360,7 +371,7 @@ replicator_scan_main(Datum arg)
 		 */
 		int			ret = SPI_execute("SELECT r.name FROM replicator.replicas r"
 									  " LEFT JOIN replicator.node_state n ON true"
-									  " WHERE r.enabled AND r.invalid_reason IS NULL"
+									  " WHERE r.enabled AND r.stream_events AND r.invalid_reason IS NULL"
 									  " AND r.role OPERATOR(pg_catalog.=) 'slave'"
 									  " AND (n.name IS NULL OR (n.master OPERATOR(pg_catalog.=) n.name"
 									  "  AND r.name OPERATOR(pg_catalog.<>) n.name))",
@@ -375,6 +386,14 @@ replicator_scan_main(Datum arg)
 			names = lappend(names, SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1));
 			MemoryContextSwitchTo(old);
 		}
+		/* cdc rules run a worker each; slots of dropped rules go */
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			rules = replicator_rule_names(true);
+			MemoryContextSwitchTo(old);
+		}
+		replicator_rule_drop_orphan_slots();
 		/* what read_replica() routes by */
 		replicator_topology_read(&topology);
 		/* scanned after every change: the topology file follows them */
@@ -397,7 +416,7 @@ replicator_scan_main(Datum arg)
 
 		if (!slot->in_use || slot->dboid != dboid)
 			continue;
-		foreach(lc, names)
+		foreach(lc, slot->is_rule ? rules : names)
 			if (strcmp((char *) lfirst(lc), slot->name) == 0)
 				listed = true;
 		if (listed && !slot->wanted)
@@ -408,10 +427,11 @@ replicator_scan_main(Datum arg)
 		}
 		slot->wanted = listed;
 	}
-	/* new destinations get a slot */
-	foreach(lc, names)
+	/* new destinations and rules get a slot */
+	foreach(lc, list_concat(list_copy(names), rules))
 	{
 		const char *name = lfirst(lc);
+		bool		is_rule = !list_member_ptr(names, name);
 		ReplicaSlot *free_slot = NULL;
 		bool		found = false;
 
@@ -419,7 +439,8 @@ replicator_scan_main(Datum arg)
 		{
 			ReplicaSlot *slot = &ReplicatorState->slots[i];
 
-			if (slot->in_use && slot->dboid == dboid && strcmp(slot->name, name) == 0)
+			if (slot->in_use && slot->dboid == dboid && slot->is_rule == is_rule &&
+				strcmp(slot->name, name) == 0)
 				found = true;
 			else if (!slot->in_use && free_slot == NULL)
 				free_slot = slot;
@@ -440,6 +461,7 @@ replicator_scan_main(Datum arg)
 			free_slot->generation = generation;
 		}
 		free_slot->in_use = true;
+		free_slot->is_rule = is_rule;
 		free_slot->wanted = true;
 		free_slot->dboid = dboid;
 		strlcpy(free_slot->name, name, REPLICA_NAME_LEN);

@@ -36,6 +36,7 @@ clear_database_entry(DatabaseEntry *db)
 {
 	memset(db, 0, sizeof(DatabaseEntry));
 	pg_atomic_init_u64(&db->round_robin, 0);
+	pg_atomic_init_u32(&db->rule_workers, 0);
 }
 
 static Size
@@ -222,6 +223,66 @@ replicator_xact_callback(XactEvent event, void *arg)
 		default:
 			break;
 	}
+}
+
+/* Wake the cdc rule workers of dboid: new WAL to decode. */
+void
+replicator_wake_rule_workers(Oid dboid)
+{
+	Latch	   *latches[REPLICATOR_MAX_REPLICAS];
+	int			n = 0;
+
+	LWLockAcquire(ReplicatorState->lock, LW_SHARED);
+	for (int i = 0; i < REPLICATOR_MAX_REPLICAS; i++)
+	{
+		ReplicaSlot *slot = &ReplicatorState->slots[i];
+
+		if (slot->in_use && slot->is_rule && slot->dboid == dboid && slot->latch != NULL)
+			latches[n++] = slot->latch;
+	}
+	LWLockRelease(ReplicatorState->lock);
+	for (int i = 0; i < n; i++)
+		SetLatch(latches[i]);
+}
+
+/*
+ * Every transaction that wrote wakes its database's cdc rule workers at
+ * commit, so that a change is decoded as soon as it is durable rather than
+ * at the next poll.  Without rule workers (checked without the lock) a
+ * commit pays one pass over replicator.max_databases entries.
+ */
+static bool commit_wrote = false;
+
+static void
+commit_wakeup_callback(XactEvent event, void *arg)
+{
+	if (ReplicatorState == NULL)
+		return;
+	if (event == XACT_EVENT_PRE_COMMIT)
+		commit_wrote = TransactionIdIsValid(GetTopTransactionIdIfAny());
+	else if (event == XACT_EVENT_COMMIT && commit_wrote)
+	{
+		commit_wrote = false;
+		for (int i = 0; i < replicator_max_databases; i++)
+		{
+			DatabaseEntry *db = &ReplicatorState->databases[i];
+
+			if (db->dboid == MyDatabaseId && pg_atomic_read_u32(&db->rule_workers) > 0)
+			{
+				replicator_wake_rule_workers(MyDatabaseId);
+				break;
+			}
+		}
+	}
+	else if (event == XACT_EVENT_ABORT)
+		commit_wrote = false;
+}
+
+/* From _PG_init: every backend inherits the callback. */
+void
+replicator_register_commit_wakeup(void)
+{
+	RegisterXactCallback(commit_wakeup_callback, NULL);
 }
 
 static void

@@ -33,10 +33,14 @@ typedef enum ReplicaState
 	REPLICA_INVALID
 } ReplicaState;
 
-/* One destination of one source database. */
+/*
+ * One destination of one source database, or one cdc rule's worker
+ * (is_rule: then name is the rule's).
+ */
 typedef struct ReplicaSlot
 {
 	bool		in_use;
+	bool		is_rule;
 	bool		wanted;			/* the catalog says: stream to it */
 	Oid			dboid;
 	char		name[REPLICA_NAME_LEN];
@@ -63,6 +67,14 @@ typedef struct ReplicaSlot
 	TimestampTz behind_since;	/* ts of the oldest event it lacks, 0 if none */
 	int32		tables;			/* user tables in the destination, -1 unknown */
 	int64		diverged;		/* events it set aside when it joined us */
+
+	/* rules (1.3): reported by the rule's worker */
+	uint64		applied_lsn;	/* every change before it is on the target */
+	char		copy_table[REPLICA_ERROR_LEN];	/* initial copy under way */
+	int64		rows_copied;
+	int64		rows_total;
+	int64		pending_changes;	/* decoded, not yet committed there */
+	TimestampTz oldest_pending; /* commit time of the oldest of them */
 } ReplicaSlot;
 
 typedef enum ReadRouting
@@ -100,6 +112,8 @@ typedef struct DatabaseEntry
 	/* this node's sessions attached as a master's stream, and at which epoch */
 	pid_t		attached_pid[REPLICATOR_MAX_ATTACHED];
 	int64		attached_epoch[REPLICATOR_MAX_ATTACHED];
+	/* cdc rule workers of this database: woken by every commit that wrote */
+	pg_atomic_uint32 rule_workers;
 } DatabaseEntry;
 
 typedef struct ReplicatorShared
@@ -129,5 +143,7 @@ extern const char *replicator_replica_state_name(ReplicaState state);
 extern void replicator_request_rescan_at_commit(void);
 extern void replicator_request_rescan_of_created(Oid dboid);
 extern void replicator_wake_workers_at_commit(void);
+extern void replicator_wake_rule_workers(Oid dboid);
+extern void replicator_register_commit_wakeup(void);
 
 #endif							/* REPLICATOR_SHMEM_H */

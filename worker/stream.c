@@ -112,7 +112,7 @@ get_config_plan(void)
 	const char *sql = "SELECT r.conninfo, r.changed_by, r.incarnation::pg_catalog.text,"
 		" n.name, n.epoch FROM replicator.replicas r"
 		" LEFT JOIN replicator.node_state n ON true"
-		" WHERE r.name OPERATOR(pg_catalog.=) $1 AND r.enabled AND r.invalid_reason IS NULL"
+		" WHERE r.name OPERATOR(pg_catalog.=) $1 AND r.enabled AND r.stream_events AND r.invalid_reason IS NULL"
 		" AND r.role OPERATOR(pg_catalog.=) 'slave'"
 		" AND (n.name IS NULL OR (n.master OPERATOR(pg_catalog.=) n.name"
 		"  AND r.name OPERATOR(pg_catalog.<>) n.name))";
