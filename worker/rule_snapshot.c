@@ -14,9 +14,13 @@
  * sends per bucket a count and an order-independent sum of row hashes.
  * Only the buckets that differ are compared row by row, key and hash
  * sorted by key in byte order on both sides and merged here; only the rows
- * found missing, different or extra cross the network, as json from the
- * source (upserted on the target by json_populate_recordset) or as the
- * target's ctids (deleted).  Bucket membership is a function of the key's
+ * found missing, different or extra cross the network: from the source a
+ * json array of each row's values as text, which the target casts with its
+ * columns' input functions and upserts (INSERT ... ON CONFLICT (key) DO
+ * UPDATE), exactly as COPY would read them (json_populate_recordset would
+ * read a jsonb 'null' as SQL NULL); from the target the ctids of the rows
+ * to delete.  The target computes its side of each comparison while the
+ * source computes its own.  Bucket membership is a function of the key's
  * text, never of a collation: source and target may sort differently.
  *
  * The target's table is locked against other writers (SHARE ROW EXCLUSIVE)
@@ -32,6 +36,8 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -49,6 +55,7 @@
 #define DELETE_ROWS		20000	/* ctids per delete statement */
 
 #define CURSOR_NAME		"replicator_rule_snapshot"
+#define FETCH_SQL		"FETCH FORWARD " CppAsString2(FETCH_ROWS) " FROM " CURSOR_NAME
 
 /*
  * The settings both sides render values with: the source's are pinned for
@@ -86,12 +93,10 @@ typedef struct MirrorState
 	int64		bytes_received;
 } MirrorState;
 
-/* Run sql on the target; its cells if it returns rows, NULL otherwise. */
+/* A target's result: its cells if it returned rows, NULL otherwise. */
 static char **
-remote(MirrorState *st, const char *what, const char *sql, int nparams,
-	   const char *const *values, int *nrows)
+remote_result(MirrorState *st, const char *what, PGresult *res, int *nrows)
 {
-	PGresult   *res = replicator_remote_exec(st->conn, sql, nparams, values);
 	ExecStatusType status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 
 	if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK)
@@ -105,8 +110,6 @@ remote(MirrorState *st, const char *what, const char *sql, int nparams,
 				 errmsg("could not mirror table %s: %s failed on the target: %s",
 						st->table->qualified, what, error)));
 	}
-	for (int i = 0; i < nparams; i++)
-		st->bytes_sent += strlen(values[i]);
 	if (status == PGRES_TUPLES_OK)
 	{
 		int			n = PQntuples(res);
@@ -120,6 +123,46 @@ remote(MirrorState *st, const char *what, const char *sql, int nparams,
 	if (nrows)
 		*nrows = 0;
 	return NULL;
+}
+
+/* Run sql on the target; its cells if it returns rows, NULL otherwise. */
+static char **
+remote(MirrorState *st, const char *what, const char *sql, int nparams,
+	   const char *const *values, int *nrows)
+{
+	PGresult   *res = replicator_remote_exec(st->conn, sql, nparams, values);
+
+	for (int i = 0; i < nparams; i++)
+		st->bytes_sent += strlen(values[i]);
+	return remote_result(st, what, res, nrows);
+}
+
+/*
+ * Send sql (short, no parameters) to the target without waiting, so that
+ * both sides compute at once; remote_collect() waits for its result.
+ */
+static void
+remote_start(MirrorState *st, const char *what, const char *sql)
+{
+	int			rc;
+
+	if (!PQsendQuery(st->conn, sql))
+		(void) remote_result(st, what, NULL, NULL);
+	while ((rc = PQflush(st->conn)) > 0)
+	{
+		(void) WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_SOCKET_WRITEABLE | WL_EXIT_ON_PM_DEATH,
+								 PQsocket(st->conn), -1, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (rc < 0)
+		(void) remote_result(st, what, NULL, NULL);
+}
+
+static char **
+remote_collect(MirrorState *st, const char *what, int *nrows)
+{
+	return remote_result(st, what, replicator_remote_last_result(st->conn), nrows);
 }
 
 /*
@@ -260,10 +303,11 @@ differing_buckets(MirrorState *st, const char *from, int digits, int64 *ndiff,
 				j = 0;
 	int64		nbuckets = 0;
 
+	remote_start(st, "hashing buckets", sql);
 	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not hash the buckets of %s", st->table->qualified);
 	ns = (int) SPI_processed;
-	tcells = remote(st, "hashing buckets", sql, 0, NULL, &nt);
+	tcells = remote_collect(st, "hashing buckets", &nt);
 
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
@@ -312,6 +356,7 @@ typedef struct Side
 	int			n;
 	int			pos;
 	bool		done;
+	bool		started;		/* target: a FETCH is under way */
 	MemoryContext cxt;			/* what the current batch allocated */
 } Side;
 
@@ -323,10 +368,13 @@ side_fetch(MirrorState *st, Side *side)
 	side->pos = 0;
 	MemoryContextReset(side->cxt);
 	old = MemoryContextSwitchTo(side->cxt);
-	if (side->remote)
-		side->cells = remote(st, "reading keys and hashes",
-							 "FETCH FORWARD " CppAsString2(FETCH_ROWS) " FROM " CURSOR_NAME,
-							 0, NULL, &side->n);
+	if (side->remote && side->started)
+	{
+		side->cells = remote_collect(st, "reading keys and hashes", &side->n);
+		side->started = false;
+	}
+	else if (side->remote)
+		side->cells = remote(st, "reading keys and hashes", FETCH_SQL, 0, NULL, &side->n);
 	else
 	{
 		if (SPI_tuptable)
@@ -392,9 +440,12 @@ compare_rows(MirrorState *st, const char *key_text, const char *row_hash,
 	if (filter)
 		args[0] = CStringGetTextDatum(filter);
 	/* read-only: under the caller's snapshot, as the bucket hashes were */
+	/* the target scans and sorts for its first fetch while the source does */
+	(void) remote(st, "opening a cursor", dst_sql, filter ? 1 : 0, values, NULL);
+	remote_start(st, "reading keys and hashes", FETCH_SQL);
+	dst.started = true;
 	src.portal = SPI_cursor_open_with_args(CURSOR_NAME, src_sql, filter ? 1 : 0, types, args,
 										   NULL, true, 0);
-	(void) remote(st, "opening a cursor", dst_sql, filter ? 1 : 0, values, NULL);
 	side_fetch(st, &src);
 	side_fetch(st, &dst);
 
@@ -595,9 +646,9 @@ replicator_rule_mirror_table(PGconn *conn, RuleTable *table, int64 *inserted,
 				  0, NULL, NULL);
 
 	/* about LEAF_ROWS rows per bucket on the larger side */
+	remote_start(&st, "counting rows", psprintf("SELECT pg_catalog.count(*) FROM %s", table->qualified));
 	nsrc = local_count(table->qualified);
-	cells = remote(&st, "counting rows",
-				   psprintf("SELECT pg_catalog.count(*) FROM %s", table->qualified), 0, NULL, &n);
+	cells = remote_collect(&st, "counting rows", &n);
 	ndst = strtoi64(cells[0], NULL, 10);
 	while (digits < MAX_DIGITS && ((int64) 1 << (4 * digits)) * LEAF_ROWS < Max(nsrc, ndst))
 		digits++;
