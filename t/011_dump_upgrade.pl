@@ -3,9 +3,11 @@
 # keeps every event exactly, the id allocator and the destinations (restored
 # paused, never streaming into the original's destinations on their own),
 # while the guards stay up; restore_events wants ids exactly 1..max; and
-# ALTER EXTENSION UPDATE from 1.0 and from 1.1 gives exactly the objects of
-# a fresh install, compared object by object, and keeps the events and the
-# replicas; 'master' rows (unused before 1.2) become plain destinations.
+# ALTER EXTENSION UPDATE from 1.0 and from 1.1 to 1.2, then to 1.3, gives
+# exactly the objects of a fresh install of each, compared object by object,
+# and keeps the events and the replicas; 'master' rows (unused before 1.2)
+# become plain destinations; a replica of 1.2 streams on after the update to
+# 1.3; the dump keeps the rules of 1.3, their conflicts and set-aside changes.
 use strict;
 use warnings;
 use lib 't';
@@ -29,6 +31,20 @@ SELECT insert_events_array(ARRAY(SELECT jsonb_build_object('call', c, 'k', k, 'p
 SELECT insert_events($$($1[1], $2, '{"slate": "text form", "n": 1e-7}'), ($1[2], $2, '{"b": [1, 2.50]}')$$);
 });
 ok(wait_replica($src, 'd'), 'the destination has every event');
+
+# a rule, its target (registered for rules only), a conflict it met and a
+# change it set aside: all in the dump
+$src->safe_psql('postgres', qq{
+CREATE TABLE orders (id int PRIMARY KEY, amount numeric);
+INSERT INTO orders VALUES (1, 9.99), (2, 5);
+SELECT replicator.add_replica('rt', \$\$$paused_conn\$\$, stream_events => false);
+SELECT replicator.add_rule('orders.snap', 'rt', 'snapshot', '{orders}', conflict_resolution => 'target-wins');
+INSERT INTO replicator.conflicts (rule, table_name, key, source_row, target_row, kind, resolution)
+  VALUES ('orders.snap', 'public.orders', '{"id": 1}', '{"id": 1, "amount": 9.99}', '{"id": 1, "amount": 1}',
+          'key exists', 'target-wins');
+INSERT INTO replicator.rule_errors (rule, table_name, op, key, source_row, reason)
+  VALUES ('orders.snap', 'public.orders', 'insert', '{"id": 2}', '{"id": 2, "amount": 5}', 'set aside');
+});
 
 # --- pg_dump, pg_restore into a server of its own
 my $dump = $PostgreSQL::Test::Utils::tmp_check . '/src.dump';
@@ -55,15 +71,57 @@ is($rst->safe_psql('restored', 'SELECT count(*) FROM id'), '1', 'the id table ho
 is( $rst->safe_psql('restored',
 		q{SELECT string_agg(name || ':' || enabled || ':' || (invalid_reason LIKE 'paused: not added by add_replica (restored from a dump?)%'), ',' ORDER BY name)
 		  FROM replicator.replicas}),
-	'd:false:true,p:false:true', 'both destinations are restored, paused, with a reason');
+	'd:false:true,p:false:true,rt:false:true', 'every destination is restored, paused, with a reason');
 is( $rst->safe_psql('restored',
 		q{SELECT string_agg(name || ':' || state || ':' || (last_error LIKE '%resume_replica%'), ',' ORDER BY name) FROM replicator.replica_status}),
-	'd:invalid:true,p:invalid:true', 'replica_status shows them stopped, with the reason');
+	'd:invalid:true,p:invalid:true,rt:rule target:true', 'replica_status shows them stopped, with the reason');
 is( $rst->safe_psql('restored',
 		q{SELECT conninfo = $$} . $dst->connstr('postgres') . q{$$ FROM replicator.replicas WHERE name = 'd'}),
 	't', 'with their connection strings');
 is($rst->safe_psql('restored', 'SELECT count(*) FROM replicator.worker_stats()'),
 	'0', 'no worker streams from the restored copy');
+
+# the rule, its target, its conflicts and set-aside changes
+is( $rst->safe_psql('restored',
+		q{SELECT string_agg(name || ':' || stream_events, ',' ORDER BY name) FROM replicator.replicas}),
+	'd:true,p:true,rt:false', 'stream_events restored: rt is a rule target only');
+is( $rst->safe_psql('restored',
+		q{SELECT name, target, mode, tables, conflict_resolution, coalesce(timestamp_column, '-')
+		  FROM replicator.rules}),
+	'orders.snap|rt|snapshot|{public.orders}|target-wins|-', 'the rule is restored');
+is( $rst->safe_psql('restored', q{SELECT rule, mode, state, target FROM replicator.rule_status}),
+	'orders.snap|snapshot|not synced|rt', 'rule_status shows it');
+is( $rst->safe_psql('restored',
+		q{SELECT rule, table_name, key, source_row, target_row, kind, resolution FROM replicator.conflicts}),
+	'orders.snap|public.orders|{"id": 1}|{"id": 1, "amount": 9.99}|{"id": 1, "amount": 1}|key exists|target-wins',
+	'the conflict it met is restored');
+is( $rst->safe_psql('restored',
+		q{SELECT rule, table_name, op, key, source_row, reason FROM replicator.rule_errors}),
+	'orders.snap|public.orders|insert|{"id": 2}|{"id": 2, "amount": 5}|set aside',
+	'the change it set aside is restored');
+is($rst->safe_psql('restored', 'SELECT count(*) FROM replicator.rule_worker_stats()'),
+	'0', 'no rule worker runs in the restored copy');
+# ids go on after the restored ones: rules, conflicts, rule_errors
+my ($id_ret, $id_out, $id_err) = $rst->psql('restored',
+	q{SELECT replicator.add_rule('orders.again', 'rt', 'snapshot', '{orders}')});
+is($id_ret, 0, 'a rule is added after the restore, with an id of its own') or diag($id_err);
+TODO:
+{
+	local $TODO = 'the identity sequences of conflicts and rule_errors are not config-dumped';
+	($id_ret, $id_out, $id_err) = $rst->psql('restored',
+		q{INSERT INTO replicator.conflicts (rule, table_name, key, kind, resolution)
+		  VALUES ('orders.again', 'public.orders', '{"id": 3}', 'row missing', 'source-wins')});
+	is($id_ret, 0, 'a conflict is recorded after the restore, with an id of its own') or diag($id_err);
+	($id_ret, $id_out, $id_err) = $rst->psql('restored',
+		q{INSERT INTO replicator.rule_errors (rule, table_name, op, key, reason)
+		  VALUES ('orders.again', 'public.orders', 'delete', '{"id": 3}', 'set aside')});
+	is($id_ret, 0, 'a change is set aside after the restore, with an id of its own') or diag($id_err);
+}
+$rst->safe_psql('restored', q{
+SELECT replicator.drop_rule('orders.again');
+DELETE FROM replicator.conflicts WHERE rule = 'orders.again';
+DELETE FROM replicator.rule_errors WHERE rule = 'orders.again';
+});
 
 # a replicator.diff-style comparison with the original: no difference
 my $orig = $src->connstr('postgres');
@@ -151,7 +209,7 @@ like($err, qr/restore_events: the remote's ids are not exactly 1\.\.max\(id\): 3
 is($rst->safe_psql('empty_source', 'SELECT count(*) FROM events'), '0', 'and the source stays empty');
 
 # --- ALTER EXTENSION UPDATE from 1.0: exactly a fresh 1.2, events kept
-$rst->safe_psql('postgres', 'CREATE DATABASE updated; CREATE DATABASE fresh');
+$rst->safe_psql('postgres', 'CREATE DATABASE updated; CREATE DATABASE fresh; CREATE DATABASE fresh13');
 $rst->safe_psql('updated', q{
 CREATE EXTENSION replicator VERSION '1.0';
 SELECT insert_events(ARRAY(SELECT jsonb_build_object('k', k, 'v', 1.50) FROM generate_series(1, 30) k)) FROM generate_series(1, 3);
@@ -160,11 +218,14 @@ SELECT insert_events($$($1[1], $2, '{"text": "form"}')$$);
 INSERT INTO replicator.replicas (name, conninfo, enabled) VALUES ('kept', 'host=/nonexistent dbname=x', false);
 });
 my $before = dump_events($rst, 'updated');
-$rst->safe_psql('updated', 'ALTER EXTENSION replicator UPDATE');
+$rst->safe_psql('updated', q{ALTER EXTENSION replicator UPDATE TO '1.2'});
 is($rst->safe_psql('updated', q{SELECT extversion FROM pg_extension WHERE extname = 'replicator'}),
 	'1.2', 'updated to 1.2 (1.0 -> 1.1 -> 1.2)');
 is(dump_events($rst, 'updated'), $before, 'the update keeps every event');
-$rst->safe_psql('fresh', 'CREATE EXTENSION replicator');
+$rst->safe_psql('fresh', q{CREATE EXTENSION replicator VERSION '1.2'});
+$rst->safe_psql('fresh13', 'CREATE EXTENSION replicator');
+is($rst->safe_psql('fresh13', q{SELECT extversion FROM pg_extension WHERE extname = 'replicator'}),
+	'1.3', 'a fresh install is at 1.3');
 
 # Every object the extension owns, and every object in its schemas, with
 # its definition: functions, tables (columns in order), indexes,
@@ -295,15 +356,17 @@ is($rst->safe_psql('updated', q{SELECT count(*) FROM replicator.replicas WHERE n
 
 # --- ALTER EXTENSION UPDATE from 1.1, with replicas, one of them 'master'
 # the comparison above, for another updated database
-sub differences_from_fresh
+sub differences_from
 {
-	my ($db) = @_;
+	my ($db, $fresh_objects) = @_;
+	my %in_fresh_db = map { $_ => 1 } @$fresh_objects;
 	my @objects = split $object_start, $rst->safe_psql($db, $describe);
 	my %in_db = map { $_ => 1 } @objects;
 	return join("\n---\n",
-		(map { "only after UPDATE: $_" } grep { !$in_fresh{$_} } @objects),
-		(map { "only in a fresh install: $_" } grep { !$in_db{$_} } @objects_fresh));
+		(map { "only after UPDATE: $_" } grep { !$in_fresh_db{$_} } @objects),
+		(map { "only in a fresh install: $_" } grep { !$in_db{$_} } @$fresh_objects));
 }
+sub differences_from_fresh { return differences_from($_[0], \@objects_fresh); }
 $rst->safe_psql('postgres', 'CREATE DATABASE updated11');
 $rst->safe_psql('updated11', q{
 CREATE EXTENSION replicator VERSION '1.1';
@@ -314,7 +377,7 @@ INSERT INTO replicator.replicas (name, conninfo, role, lag_tolerance) VALUES
 	('s11', 'host=/nonexistent dbname=s password=s11secret', 'slave', '5 s');
 });
 $before = dump_events($rst, 'updated11');
-($ret, $out, $err) = $rst->psql('updated11', 'ALTER EXTENSION replicator UPDATE');
+($ret, $out, $err) = $rst->psql('updated11', q{ALTER EXTENSION replicator UPDATE TO '1.2'});
 is($ret, 0, 'ALTER EXTENSION UPDATE from 1.1 with a master row succeeds');
 like($err, qr/WARNING:  replicas 'm11' keep streaming as destinations \(role 'slave'\)/,
 	'saying that the master row stays a destination');
@@ -329,12 +392,9 @@ is($rst->safe_psql('updated11', 'SELECT count(*) FROM replicator.node_state'),
 	'0', 'the updated database is in no topology until it registers itself');
 is(differences_from_fresh('updated11'), '',
 	'ALTER EXTENSION UPDATE from 1.1 gives exactly the objects of a fresh 1.2 install');
-is( $rst->safe_psql('updated11',
-		q{SELECT string_agg(n->>'name' || ':' || (n->>'role'), ',') FROM jsonb_array_elements(replicator.topology()->'nodes') n}),
-	'm11:slave,s11:slave', 'topology() after the update');
-like($rst->safe_psql('updated11', 'SELECT replicator.topology()'), qr/"conninfo": "[^"]*password='\*{8}'/, 'without the password');
 
-# two 'master' rows (1.1 allowed them) do not stop the update either
+# two 'master' rows (1.1 allowed them) do not stop the update either, from
+# 1.1 to the default version in one step
 $rst->safe_psql('postgres', 'CREATE DATABASE twomasters');
 $rst->safe_psql('twomasters', q{
 CREATE EXTENSION replicator VERSION '1.1';
@@ -343,9 +403,87 @@ INSERT INTO replicator.replicas (name, conninfo, role) VALUES
 });
 $rst->safe_psql('twomasters', 'ALTER EXTENSION replicator UPDATE');
 is( $rst->safe_psql('twomasters',
-		q{SELECT extversion || ':' || (SELECT string_agg(name || '=' || role, ',' ORDER BY name) FROM replicator.replicas)
+		q{SELECT extversion || ':' || (SELECT string_agg(name || '=' || role || '=' || stream_events, ',' ORDER BY name)
+		                               FROM replicator.replicas)
 		  FROM pg_extension WHERE extname = 'replicator'}),
-	'1.2:m1=slave,m2=slave', 'an update from 1.1 with two master rows keeps both, as slaves');
+	'1.3:m1=slave=true,m2=slave=true',
+	'an update from 1.1 straight to 1.3 with two master rows keeps both, as slaves streaming events');
+
+# --- ALTER EXTENSION UPDATE TO '1.3': exactly a fresh 1.3; the replicas
+# stream events on, a replica of 1.2 among them
+my @objects_fresh13 = split $object_start, $rst->safe_psql('fresh13', $describe);
+cmp_ok(scalar(@objects_fresh13), '>', scalar(@objects_fresh),
+	scalar(@objects_fresh13) . ' object descriptions of a fresh 1.3 install');
+for my $config (qw(replicas rules rules_id_seq rule_tables conflicts rule_errors))
+{
+	ok((grep { $_ eq "config table replicator.$config condition ''" } @objects_fresh13),
+		"replicator.$config is dumped with the database");
+}
+TODO:
+{
+	local $TODO = 'the identity sequences of conflicts and rule_errors are not config-dumped';
+	for my $config (qw(conflicts_id_seq rule_errors_id_seq))
+	{
+		ok((grep { $_ eq "config table replicator.$config condition ''" } @objects_fresh13),
+			"replicator.$config is dumped with the database");
+	}
+}
+
+# 'updated' (1.0 -> 1.2) gains a replica as 1.2's add_replica added it (this
+# library refuses to run 1.2's API): not paused as a restored row would be
+$dst->safe_psql('postgres', 'CREATE DATABASE from12');
+my $from12 = $dst->connstr('from12');
+$rst->safe_psql('updated', qq{
+SET session_replication_role = replica;
+INSERT INTO replicator.replicas (name, conninfo) VALUES ('s12', \$\$$from12\$\$);
+});
+$before = dump_events($rst, 'updated');
+($ret, $out, $err) = $rst->psql('updated', q{ALTER EXTENSION replicator UPDATE TO '1.3'});
+is($ret, 0, 'ALTER EXTENSION UPDATE TO 1.3 from 1.2 succeeds') or diag($err);
+is($rst->safe_psql('updated', q{SELECT extversion FROM pg_extension WHERE extname = 'replicator'}),
+	'1.3', 'updated to 1.3 (1.0 -> 1.1 -> 1.2 -> 1.3)');
+is(dump_events($rst, 'updated'), $before, 'the update to 1.3 keeps every event');
+is( $rst->safe_psql('updated',
+		q{SELECT string_agg(name || ':' || stream_events || ':' || enabled, ',' ORDER BY name) FROM replicator.replicas}),
+	'kept:true:false,s12:true:true', 'the replicas of 1.2 stream events (stream_events true), as before');
+is(differences_from('updated', \@objects_fresh13), '',
+	'ALTER EXTENSION UPDATE from 1.0 to 1.2, then to 1.3, gives exactly the objects of a fresh 1.3 install');
+TODO:
+{
+	local $TODO = 'ALTER EXTENSION UPDATE does not ask the launcher to rescan the database';
+	is($rst->safe_psql('updated', "SELECT replicator.wait_for_replica('s12', '5 s')"),
+		't', 'the replica of 1.2 streams after the update to 1.3, by itself');
+}
+# until then: the launcher is told
+$rst->safe_psql('updated', 'SELECT replicator.rescan()');
+is( $rst->safe_psql('updated',
+		"SELECT replicator.wait_for_replica('s12', '$PostgreSQL::Test::Utils::timeout_default s')"),
+	't', 'the replica of 1.2 streams after the update to 1.3');
+is(dump_events($dst, 'from12'), dump_events($rst, 'updated'), 'it holds every event exactly');
+$rst->safe_psql('updated', q{SELECT insert_events_array(ARRAY['{"after":"1.3"}', '{"n": 2}']::jsonb[])});
+is( $rst->safe_psql('updated',
+		"SELECT replicator.wait_for_replica('s12', '$PostgreSQL::Test::Utils::timeout_default s')"),
+	't', 'and keeps streaming');
+is(dump_events($dst, 'from12'), dump_events($rst, 'updated'), 'the new events too');
+is($rst->safe_psql('updated', q{SELECT state FROM replicator.replica_status WHERE name = 's12'}),
+	'streaming', 'replica_status: streaming, not a rule target');
+
+$before = dump_events($rst, 'updated11');
+$rst->safe_psql('updated11', q{ALTER EXTENSION replicator UPDATE TO '1.3'});
+is($rst->safe_psql('updated11', q{SELECT extversion FROM pg_extension WHERE extname = 'replicator'}),
+	'1.3', 'updated from 1.1 to 1.2, then to 1.3');
+is(dump_events($rst, 'updated11'), $before, 'every event kept');
+is( $rst->safe_psql('updated11',
+		q{SELECT string_agg(name || ':' || role || ':' || stream_events, ',' ORDER BY name) FROM replicator.replicas}),
+	'm11:slave:true,s11:slave:true', 'the replicas stream events (stream_events true)');
+is(differences_from('updated11', \@objects_fresh13), '',
+	'ALTER EXTENSION UPDATE from 1.1 to 1.2, then to 1.3, gives exactly the objects of a fresh 1.3 install');
+is( $rst->safe_psql('updated11', q{SELECT count(*) FROM replicator.rules}),
+	'0', 'and no rule');
+is( $rst->safe_psql('updated11',
+		q{SELECT string_agg(n->>'name' || ':' || (n->>'role'), ',') FROM jsonb_array_elements(replicator.topology()->'nodes') n}),
+	'm11:slave,s11:slave', 'topology() after the update');
+like($rst->safe_psql('updated11', 'SELECT replicator.topology()'), qr/"conninfo": "[^"]*password='\*{8}'/, 'without the password');
 
 $src->stop;
 $dst->stop;
