@@ -638,6 +638,41 @@ replicator_remote_exec(PGconn *conn, const char *sql, int nparams, const char *c
 }
 
 /*
+ * Run a string of several statements in one round trip, handing each
+ * result in turn to each_result(res, i, arg), which must not keep it.
+ * False if the connection broke.  An error thrown by each_result leaves
+ * the connection unusable: the caller closes it.
+ */
+bool
+replicator_remote_exec_each(PGconn *conn, const char *sql,
+							void (*each_result) (PGresult *res, int i, void *arg), void *arg)
+{
+	PGresult   *volatile res = NULL;
+	bool		broken = false;
+	volatile int i = 0;
+
+	if (!PQsendQuery(conn, sql) || !flush_output(conn))
+		return false;
+	PG_TRY();
+	{
+		while ((res = next_result(conn, &broken)) != NULL)
+		{
+			each_result(res, i++, arg);
+			PQclear(res);
+			res = NULL;
+		}
+	}
+	PG_CATCH();
+	{
+		if (res)
+			PQclear(res);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return !broken;
+}
+
+/*
  * The last result of the command under way (after COPY data, its final
  * status), or NULL if the connection broke.
  */

@@ -1,0 +1,578 @@
+/*-------------------------------------------------------------------------
+ *
+ * rule_apply.c
+ *	  Apply a rule's changes to its target.
+ *
+ * Consecutive changes of one table and one kind form a run, sent as one
+ * statement over a JSON array: the target turns each element back into
+ * its own row type (json_populate_record), so column order and compatible
+ * types may differ between the two sides.  A run never holds a key twice,
+ * so that the rows of one statement are independent of one another.
+ *
+ * Each statement resolves its own conflicts (rule_status, README): it
+ * reads the target rows its changes meet, then writes, all under one
+ * snapshot, and returns the conflicts for the worker to record.  Several
+ * statements go in one round trip, and the progress record (the source
+ * position applied) is written in the same target transaction as the
+ * changes: after any crash the worker resumes exactly after it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/hashfn.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+#include "utils/pg_lsn.h"
+#include "utils/timestamp.h"
+
+#include "connection.h"
+#include "rule_apply.h"
+
+#define RULE_MAX_ROWS_PER_STATEMENT 2000
+#define RULE_MAX_SQL_BYTES (8 * 1024 * 1024)
+
+void
+replicator_rule_apply_init(RuleApply *apply, PGconn *conn, const RuleConfig *config,
+						   const char *source, const char *slot)
+{
+	memset(apply, 0, sizeof(RuleApply));
+	apply->conn = conn;
+	apply->resolution = config->resolution;
+	apply->timestamp_column = config->timestamp_column;
+	apply->use_origin = config->resolution == RULE_LAST_WRITE_WINS && config->timestamp_column == NULL;
+	apply->source = pstrdup(source);
+	apply->slot = pstrdup(slot);
+	apply->max_rows = RULE_MAX_ROWS_PER_STATEMENT;
+	apply->cxt = AllocSetContextCreate(TopMemoryContext, "replicator rule apply",
+									   ALLOCSET_DEFAULT_SIZES);
+	apply->conflict_cxt = AllocSetContextCreate(TopMemoryContext, "replicator rule conflicts",
+												ALLOCSET_DEFAULT_SIZES);
+	replicator_rule_apply_reset(apply);
+}
+
+/* Whatever is built for the next round trip lives in apply->cxt. */
+static void
+start_over(RuleApply *apply)
+{
+	MemoryContext old;
+
+	MemoryContextReset(apply->cxt);
+	old = MemoryContextSwitchTo(apply->cxt);
+	initStringInfo(&apply->sql);
+	initStringInfo(&apply->run);
+	MemoryContextSwitchTo(old);
+	apply->owners = NIL;
+	apply->run_table = NULL;
+	apply->run_rows = 0;
+	apply->run_keys = NULL;
+}
+
+static void
+append_cols(StringInfo buf, List *cols, const char *prefix)
+{
+	ListCell   *lc;
+
+	foreach(lc, cols)
+		appendStringInfo(buf, "%s%s%s", foreach_current_index(lc) > 0 ? ", " : "",
+						 prefix, quote_identifier(lfirst(lc)));
+}
+
+/* the columns of the table minus those an update left unchanged */
+static List *
+set_columns(RuleApply *apply)
+{
+	List	   *cols = NIL;
+	ListCell   *lc;
+
+	foreach(lc, apply->run_table->columns)
+	{
+		char	   *col = lfirst(lc);
+		char	   *quoted = psprintf("\x1f%s\x1f", col);
+
+		if (apply->run_unchanged == NULL || strstr(apply->run_unchanged, quoted) == NULL)
+			cols = lappend(cols, col);
+	}
+	return cols;
+}
+
+static void
+append_key_match(StringInfo buf, List *key, const char *left, const char *right)
+{
+	ListCell   *lc;
+
+	foreach(lc, key)
+		appendStringInfo(buf, "%s%s%s = %s%s", foreach_current_index(lc) > 0 ? " AND " : "",
+						 left, quote_identifier(lfirst(lc)), right, quote_identifier(lfirst(lc)));
+}
+
+/*
+ * The statement of the run built so far.  Its result: one row per
+ * conflict (op, kind, key, source row, target row, resolution, set aside).
+ */
+static void
+append_run_statement(RuleApply *apply)
+{
+	StringInfo	b = &apply->sql;
+	RuleApplyTable *t = apply->run_table;
+	const char *T = t->table->qualified;
+	List	   *cols = t->columns;
+	List	   *setcols = set_columns(apply);
+	List	   *key = t->table->key;
+	const char *op = apply->run_op == RULE_INSERT ? "insert" :
+		apply->run_op == RULE_UPDATE ? "update" : "delete";
+	char	   *elements;
+	const char *source_newer;
+	const char *changed;
+	const char *apply_existing;
+	const char *insert_missing;
+	StringInfoData k;
+	ListCell   *lc;
+
+	appendStringInfoChar(&apply->run, ']');
+	elements = quote_literal_cstr(apply->run.data);
+
+	/* when is the target's row newer than the source's change */
+	if (apply->resolution != RULE_LAST_WRITE_WINS)
+		source_newer = "true";
+	else if (apply->timestamp_column)
+		source_newer = psprintf("(t.%s IS NULL OR t.%s <= (s.j OPERATOR(pg_catalog.->>) 'c')::pg_catalog.timestamptz)",
+								quote_identifier(apply->timestamp_column),
+								quote_identifier(apply->timestamp_column));
+	else
+		/* rows the rule wrote carry its origin: they are the source's */
+		source_newer = "(c.roident = o.roident"
+			" OR c.timestamp IS NULL OR c.timestamp <= (s.j OPERATOR(pg_catalog.->>) 'c')::pg_catalog.timestamptz)";
+
+	/* a row the target changed since the source last wrote it */
+	if (apply->run_op == RULE_INSERT)
+		changed = "false";
+	else if (apply->run_full)
+	{
+		StringInfoData c;
+
+		initStringInfo(&c);
+		appendStringInfoString(&c, "ROW(");
+		append_cols(&c, cols, "t.");
+		appendStringInfoString(&c, ") IS DISTINCT FROM ROW(");
+		append_cols(&c, cols, "(s.o).");
+		appendStringInfoChar(&c, ')');
+		changed = c.data;
+	}
+	else if (apply->resolution == RULE_LAST_WRITE_WINS)
+		changed = psprintf("NOT %s", source_newer);
+	else
+		changed = "false";
+
+	/* write over an existing row? */
+	if (apply->run_op == RULE_INSERT)
+		apply_existing = apply->resolution == RULE_SOURCE_WINS ? "NOT cur.same" :
+			apply->resolution == RULE_LAST_WRITE_WINS ? "NOT cur.same AND cur.newer" : "false";
+	else
+		apply_existing = apply->resolution == RULE_SOURCE_WINS ? "true" :
+			apply->resolution == RULE_LAST_WRITE_WINS ? "cur.newer" : "NOT cur.changed";
+	/* insert a row the change did not find? */
+	insert_missing = apply->run_op == RULE_INSERT ? "true" :
+		apply->run_op == RULE_DELETE ? "false" :
+		(apply->resolution == RULE_SOURCE_WINS || apply->resolution == RULE_LAST_WRITE_WINS) ? "true" : "false";
+
+	initStringInfo(&k);
+	appendStringInfoString(&k, "pg_catalog.jsonb_build_object(");
+	foreach(lc, key)
+		appendStringInfo(&k, "%s%s, (s.o).%s", foreach_current_index(lc) > 0 ? ", " : "",
+						 quote_literal_cstr(lfirst(lc)), quote_identifier(lfirst(lc)));
+	appendStringInfoChar(&k, ')');
+
+	appendStringInfo(b,
+					 "WITH s AS MATERIALIZED (SELECT e.ord, e.j,"
+					 " pg_catalog.json_populate_record(NULL::%s, e.j OPERATOR(pg_catalog.->) 'n') AS n,"
+					 " pg_catalog.json_populate_record(NULL::%s, e.j OPERATOR(pg_catalog.->) 'o') AS o"
+					 " FROM pg_catalog.json_array_elements(%s::pg_catalog.json) WITH ORDINALITY AS e(j, ord)),",
+					 T, T, elements);
+	/* the target rows the changes meet, before any write */
+	appendStringInfo(b, " cur AS MATERIALIZED (SELECT s.ord, pg_catalog.to_jsonb(t.*) AS row, ROW(");
+	append_cols(b, cols, "t.");
+	appendStringInfoString(b, ") IS NOT DISTINCT FROM ROW(");
+	append_cols(b, cols, "(s.n).");
+	appendStringInfo(b, ") AS same, %s AS changed, %s AS newer FROM s JOIN %s t ON ", changed,
+					 source_newer, T);
+	append_key_match(b, key, "t.", "(s.o).");
+	if (apply->use_origin)
+		appendStringInfoString(b, " LEFT JOIN LATERAL pg_catalog.pg_xact_commit_timestamp_origin(t.xmin) c ON true"
+							   " LEFT JOIN LATERAL (SELECT roident FROM pg_catalog.pg_replication_origin"
+							   "  WHERE roname OPERATOR(pg_catalog.=) pg_catalog.current_setting('replicator.origin', true)) o ON true");
+	appendStringInfoString(b, " FOR UPDATE OF t),");
+
+	if (apply->run_op == RULE_DELETE)
+	{
+		appendStringInfo(b, " w AS (DELETE FROM %s t USING s JOIN cur USING (ord) WHERE ", T);
+		append_key_match(b, key, "t.", "(s.o).");
+		appendStringInfo(b, " AND %s RETURNING s.ord),", apply_existing);
+		appendStringInfoString(b, " ins AS (SELECT WHERE false)");
+	}
+	else
+	{
+		appendStringInfo(b, " w AS (UPDATE %s t SET (", T);
+		append_cols(b, setcols, "");
+		appendStringInfoString(b, ") = ROW(");
+		append_cols(b, setcols, "(s.n).");
+		appendStringInfoString(b, ") FROM s JOIN cur USING (ord) WHERE ");
+		append_key_match(b, key, "t.", "(s.o).");
+		appendStringInfo(b, " AND %s RETURNING s.ord),", apply_existing);
+		appendStringInfo(b, " ins AS (INSERT INTO %s (", T);
+		append_cols(b, cols, "");
+		appendStringInfoString(b, ") SELECT ");
+		append_cols(b, cols, "(s.n).");
+		appendStringInfo(b, " FROM s WHERE %s AND NOT EXISTS (SELECT FROM cur WHERE cur.ord = s.ord)"
+						 " ORDER BY s.ord ON CONFLICT DO NOTHING RETURNING 1)", insert_missing);
+	}
+
+	/* the conflicts, and what became of them */
+	appendStringInfo(b,
+					 " SELECT '%s', CASE WHEN cur.ord IS NULL THEN 'row missing'"
+					 "  WHEN '%s' = 'insert' THEN 'key exists' ELSE 'changed on target' END,"
+					 " %s, s.j OPERATOR(pg_catalog.->) 'n', cur.row,"
+					 " CASE WHEN w.ord IS NOT NULL OR (cur.ord IS NULL AND (%s OR '%s' = 'delete') AND %s)"
+					 "  THEN 'source-wins' WHEN %s THEN 'set aside' ELSE 'target-wins' END,"
+					 " NOT (w.ord IS NOT NULL OR (cur.ord IS NULL AND (%s OR '%s' = 'delete') AND %s)) AND %s"
+					 " FROM s LEFT JOIN cur USING (ord) LEFT JOIN w USING (ord)"
+					 " WHERE (SELECT count(*) FROM ins) >= 0 AND (%s)",
+					 op, op, k.data,
+					 insert_missing, op, apply->resolution == RULE_ERROR ? "false" : "true",
+					 apply->resolution == RULE_ERROR ? "true" : "false",
+					 insert_missing, op, apply->resolution == RULE_ERROR ? "false" : "true",
+					 apply->resolution == RULE_ERROR ? "true" : "false",
+					 apply->run_op == RULE_INSERT ? "cur.ord IS NOT NULL AND NOT cur.same" :
+					 "cur.ord IS NULL OR cur.changed");
+	appendStringInfoString(b, ";\n");
+	apply->owners = lappend(apply->owners, t);
+
+	if (apply->run_op == RULE_INSERT)
+		t->inserted += apply->run_rows;
+	else if (apply->run_op == RULE_UPDATE)
+		t->updated += apply->run_rows;
+	else
+		t->deleted += apply->run_rows;
+}
+
+/* End the run under way: its statement joins those to send. */
+static void
+end_run(RuleApply *apply)
+{
+	MemoryContext old;
+
+	if (apply->run_table == NULL)
+		return;
+	old = MemoryContextSwitchTo(apply->cxt);
+	if (!apply->xact_open)
+	{
+		appendStringInfoString(&apply->sql, "BEGIN;\n");
+		apply->owners = lappend(apply->owners, NULL);
+		if (apply->use_origin)
+		{
+			appendStringInfo(&apply->sql,
+							 "SELECT pg_catalog.set_config('replicator.origin', %s, true);\n",
+							 quote_literal_cstr(apply->slot));
+			apply->owners = lappend(apply->owners, NULL);
+		}
+		apply->xact_open = true;
+	}
+	append_run_statement(apply);
+	apply->run_table = NULL;
+	resetStringInfo(&apply->run);
+	apply->run_rows = 0;
+	if (apply->run_keys)
+		hash_destroy(apply->run_keys);
+	apply->run_keys = NULL;
+	MemoryContextSwitchTo(old);
+}
+
+typedef struct RunKey
+{
+	char		key[NAMEDATALEN];	/* hash of the key text */
+} RunKey;
+
+/* Is key new in the run?  Remembers it. */
+static bool
+run_key_new(RuleApply *apply, const char *key)
+{
+	RunKey		entry;
+	bool		found;
+	uint32		h1;
+	uint64		h2;
+
+	if (key == NULL)
+		return true;
+	if (apply->run_keys == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(RunKey);
+		ctl.entrysize = sizeof(RunKey);
+		ctl.hcxt = apply->cxt;
+		apply->run_keys = hash_create("replicator run keys", 256, &ctl,
+									  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	memset(&entry, 0, sizeof(entry));
+	h1 = hash_bytes((const unsigned char *) key, strlen(key));
+	h2 = hash_bytes_extended((const unsigned char *) key, strlen(key), 0x5eed);
+	snprintf(entry.key, sizeof(entry.key), "%08x%016" INT64_MODIFIER "x%zu", h1, h2, strlen(key));
+	hash_search(apply->run_keys, &entry, HASH_ENTER, &found);
+	return !found;
+}
+
+static char *
+unchanged_string(List *unchanged)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+
+	if (unchanged == NIL)
+		return NULL;
+	initStringInfo(&buf);
+	foreach(lc, unchanged)
+		appendStringInfo(&buf, "\x1f%s\x1f", (char *) lfirst(lc));
+	return buf.data;
+}
+
+static bool
+same_string(const char *a, const char *b)
+{
+	return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
+/* Add a change to the open target transaction, sending when enough. */
+void
+replicator_rule_apply_change(RuleApply *apply, RuleApplyTable *table, const RuleTxn *txn,
+							 RuleChange *change)
+{
+	MemoryContext old = MemoryContextSwitchTo(apply->cxt);
+	char	   *unchanged = unchanged_string(change->unchanged);
+	bool		full = change->old_is_full && change->old_row != NULL;
+
+	if (change->op == RULE_TRUNCATE)
+	{
+		end_run(apply);
+		if (!apply->xact_open)
+		{
+			appendStringInfoString(&apply->sql, "BEGIN;\n");
+			apply->owners = lappend(apply->owners, NULL);
+			apply->xact_open = true;
+		}
+		appendStringInfo(&apply->sql, "TRUNCATE ONLY %s;\n", table->table->qualified);
+		apply->owners = lappend(apply->owners, table);
+		apply->changes++;
+		MemoryContextSwitchTo(old);
+		return;
+	}
+
+	if (apply->run_table != table || apply->run_op != change->op || apply->run_full != full ||
+		!same_string(apply->run_unchanged, unchanged) || apply->run_rows >= apply->max_rows)
+		end_run(apply);
+	/* a key met twice (old or new) starts a new run */
+	else if (!run_key_new(apply, change->key) ||
+			 (change->old_key && !run_key_new(apply, change->old_key)))
+		end_run(apply);
+
+	if (apply->run_table == NULL)
+	{
+		apply->run_table = table;
+		apply->run_op = change->op;
+		apply->run_full = full;
+		apply->run_unchanged = unchanged;
+		appendStringInfoChar(&apply->run, '[');
+		(void) run_key_new(apply, change->key);
+		if (change->old_key)
+			(void) run_key_new(apply, change->old_key);
+	}
+	else
+		appendStringInfoChar(&apply->run, ',');
+
+	/* a missing "n" (a delete) is SQL NULL to json_populate_record */
+	appendStringInfoString(&apply->run, "{\"o\":");
+	appendStringInfoString(&apply->run, change->old_row ? change->old_row : change->new_row);
+	if (change->new_row)
+	{
+		appendStringInfoString(&apply->run, ",\"n\":");
+		appendStringInfoString(&apply->run, change->new_row);
+	}
+	if (txn)
+	{
+		appendStringInfoString(&apply->run, ",\"c\":");
+		escape_json(&apply->run, timestamptz_to_str(txn->commit_time));
+	}
+	appendStringInfoChar(&apply->run, '}');
+	apply->run_rows++;
+	apply->changes++;
+	MemoryContextSwitchTo(old);
+
+	if (apply->sql.len + apply->run.len > RULE_MAX_SQL_BYTES)
+		(void) replicator_rule_apply_send(apply, NULL);
+}
+
+/* Rows of an initial copy (row_to_json texts): inserts without a txn. */
+void
+replicator_rule_apply_rows(RuleApply *apply, RuleApplyTable *table, char **rows, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		RuleChange	change;
+
+		memset(&change, 0, sizeof(change));
+		change.op = RULE_INSERT;
+		change.relid = table->table->relid;
+		change.new_row = rows[i];
+		/* a copy never meets a key twice */
+		change.key = NULL;
+		replicator_rule_apply_change(apply, table, NULL, &change);
+	}
+}
+
+typedef struct ResultState
+{
+	RuleApply  *apply;
+	MemoryContext cxt;
+} ResultState;
+
+static void
+each_result(PGresult *res, int i, void *arg)
+{
+	ResultState *state = arg;
+	RuleApply  *apply = state->apply;
+	RuleApplyTable *owner = i < list_length(apply->owners) ? list_nth(apply->owners, i) : NULL;
+	ExecStatusType status = PQresultStatus(res);
+	MemoryContext old;
+
+	if (status == PGRES_FATAL_ERROR)
+	{
+		if (apply->error == NULL)
+		{
+			old = MemoryContextSwitchTo(apply->conflict_cxt);
+			apply->error = replicator_remote_error(apply->conn, res);
+			apply->error_table = owner;
+			MemoryContextSwitchTo(old);
+		}
+		return;
+	}
+	if (status != PGRES_TUPLES_OK || owner == NULL || PQnfields(res) != 7)
+		return;
+	old = MemoryContextSwitchTo(apply->conflict_cxt);
+	for (int r = 0; r < PQntuples(res); r++)
+	{
+		RuleConflict *c = palloc0(sizeof(RuleConflict));
+
+#define CELL(col) (PQgetisnull(res, r, col) ? NULL : pstrdup(PQgetvalue(res, r, col)))
+		c->table_name = owner->table->qualified;
+		c->op = CELL(0);
+		c->kind = CELL(1);
+		c->key = CELL(2);
+		c->source_row = CELL(3);
+		c->target_row = CELL(4);
+		c->resolution = CELL(5);
+		c->set_aside = strcmp(PQgetvalue(res, r, 6), "t") == 0;
+#undef CELL
+		owner->conflicts++;
+		apply->conflicts = lappend(apply->conflicts, c);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Send the statements built so far (and extra_sql after them) in one round
+ * trip.  False if the connection broke or a statement failed (apply->error).
+ */
+bool
+replicator_rule_apply_send(RuleApply *apply, const char *extra_sql)
+{
+	ResultState state;
+	bool		ok;
+	MemoryContext old;
+
+	end_run(apply);
+	old = MemoryContextSwitchTo(apply->cxt);
+	if (extra_sql)
+	{
+		appendStringInfoString(&apply->sql, extra_sql);
+		apply->owners = lappend(apply->owners, NULL);
+	}
+	MemoryContextSwitchTo(old);
+	if (apply->sql.len == 0)
+		return true;
+	state.apply = apply;
+	state.cxt = CurrentMemoryContext;
+	ok = replicator_remote_exec_each(apply->conn, apply->sql.data, each_result, &state);
+	if (!ok && apply->error == NULL)
+	{
+		old = MemoryContextSwitchTo(apply->conflict_cxt);
+		apply->error = replicator_remote_error(apply->conn, NULL);
+		MemoryContextSwitchTo(old);
+	}
+	start_over(apply);
+	return ok && apply->error == NULL;
+}
+
+/* The statement that records in the target how far it has applied. */
+char *
+replicator_rule_progress_sql(RuleApply *apply, XLogRecPtr lsn)
+{
+	return psprintf("INSERT INTO replicator_apply.progress (source, slot, lsn)"
+					" VALUES (%s, %s, '%X/%X')"
+					" ON CONFLICT (source, slot) DO UPDATE SET lsn = excluded.lsn,"
+					" applied_at = pg_catalog.now();\n",
+					quote_literal_cstr(apply->source), quote_literal_cstr(apply->slot),
+					LSN_FORMAT_ARGS(lsn));
+}
+
+/*
+ * Commit the open target transaction with lsn (every change before it
+ * applied) recorded in it, and extra_sql (the copy's record) before that.
+ */
+bool
+replicator_rule_apply_commit(RuleApply *apply, XLogRecPtr lsn, const char *extra_sql)
+{
+	StringInfoData tail;
+	MemoryContext old;
+
+	end_run(apply);
+	old = MemoryContextSwitchTo(apply->cxt);
+	if (!apply->xact_open)
+	{
+		appendStringInfoString(&apply->sql, "BEGIN;\n");
+		apply->owners = lappend(apply->owners, NULL);
+	}
+	initStringInfo(&tail);
+	if (extra_sql)
+		appendStringInfoString(&tail, extra_sql);
+	appendStringInfoString(&tail, replicator_rule_progress_sql(apply, lsn));
+	appendStringInfoString(&tail, "COMMIT;\n");
+	/* one owner slot per statement of the tail */
+	if (extra_sql)
+		apply->owners = lappend(apply->owners, NULL);
+	apply->owners = lappend(apply->owners, NULL);
+	apply->xact_open = false;
+	apply->changes = 0;
+	MemoryContextSwitchTo(old);
+	return replicator_rule_apply_send(apply, tail.data);
+}
+
+/* After a failure: nothing pending, the target rolled back (or will). */
+void
+replicator_rule_apply_reset(RuleApply *apply)
+{
+	start_over(apply);
+	apply->xact_open = false;
+	apply->changes = 0;
+	replicator_rule_apply_recorded(apply);
+}
+
+/* The conflicts were recorded (or are moot): forget them. */
+void
+replicator_rule_apply_recorded(RuleApply *apply)
+{
+	apply->conflicts = NIL;
+	apply->error = NULL;
+	apply->error_table = NULL;
+	MemoryContextReset(apply->conflict_cxt);
+}

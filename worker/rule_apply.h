@@ -1,0 +1,97 @@
+/*-------------------------------------------------------------------------
+ *
+ * rule_apply.h
+ *	  Apply decoded changes to a rule's target (rule_apply.c): runs of
+ *	  changes as multi-row statements, conflicts resolved in the same
+ *	  statement, several statements and the progress record per round trip.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef REPLICATOR_RULE_APPLY_H
+#define REPLICATOR_RULE_APPLY_H
+
+#include "postgres.h"
+
+#include "lib/stringinfo.h"
+#include "libpq-fe.h"
+
+#include "rule_catalog.h"
+#include "rule_decode.h"
+
+/* A table as the apply knows it. */
+typedef struct RuleApplyTable
+{
+	RuleTable  *table;
+	List	   *columns;		/* char *: the columns both sides have */
+	bool		paused;			/* its changes are skipped */
+	/* the initial copy holds the changes of transactions visible to it */
+	bool		copied;
+	char	   *copy_snapshot;	/* pg_snapshot text */
+	TransactionId copy_xmin;
+	TransactionId copy_xmax;
+	List	   *copy_xip;		/* TransactionId, as uintptr_t */
+	XLogRecPtr	copy_until;		/* commits from here on are not in the copy */
+	/* since last reported to the local catalog */
+	int64		inserted;
+	int64		updated;
+	int64		deleted;
+	int64		conflicts;
+} RuleApplyTable;
+
+/* A conflict met, recorded locally once the target has committed. */
+typedef struct RuleConflict
+{
+	char	   *table_name;
+	char	   *op;
+	char	   *kind;
+	char	   *key;
+	char	   *source_row;
+	char	   *target_row;
+	char	   *resolution;
+	bool		set_aside;		/* conflict_resolution 'error' */
+} RuleConflict;
+
+typedef struct RuleApply
+{
+	PGconn	   *conn;
+	RuleConflictResolution resolution;
+	char	   *timestamp_column;
+	bool		use_origin;		/* last-write-wins by commit timestamps */
+	char	   *source;			/* progress key: this source and slot */
+	char	   *slot;
+	int			max_rows;		/* per statement */
+
+	StringInfoData sql;			/* statements not yet sent */
+	List	   *owners;			/* RuleApplyTable * (or NULL) per statement */
+	bool		xact_open;
+	int64		changes;		/* in the open target transaction */
+
+	/* the run being built: one table, one kind of change, distinct keys */
+	RuleApplyTable *run_table;
+	RuleOp		run_op;
+	bool		run_full;
+	char	   *run_unchanged;	/* columns left out of the SET, as a string */
+	StringInfoData run;
+	int			run_rows;
+	struct HTAB *run_keys;
+
+	List	   *conflicts;		/* RuleConflict *, since the last commit */
+	/* a statement failed: its message and table (NULL: not a table's) */
+	char	   *error;
+	RuleApplyTable *error_table;
+	MemoryContext cxt;			/* what is sent: reset after each round trip */
+	MemoryContext conflict_cxt; /* conflicts and error: reset once recorded */
+} RuleApply;
+
+extern void replicator_rule_apply_init(RuleApply *apply, PGconn *conn, const RuleConfig *config,
+									   const char *source, const char *slot);
+extern void replicator_rule_apply_change(RuleApply *apply, RuleApplyTable *table,
+										 const RuleTxn *txn, RuleChange *change);
+extern void replicator_rule_apply_rows(RuleApply *apply, RuleApplyTable *table, char **rows, int n);
+extern bool replicator_rule_apply_send(RuleApply *apply, const char *extra_sql);
+extern bool replicator_rule_apply_commit(RuleApply *apply, XLogRecPtr lsn, const char *extra_sql);
+extern void replicator_rule_apply_reset(RuleApply *apply);
+extern void replicator_rule_apply_recorded(RuleApply *apply);
+extern char *replicator_rule_progress_sql(RuleApply *apply, XLogRecPtr lsn);
+
+#endif							/* REPLICATOR_RULE_APPLY_H */

@@ -1,0 +1,255 @@
+/*-------------------------------------------------------------------------
+ *
+ * rule_decode.c
+ *	  The logical decoding output plugin of cdc rules ("replicator").
+ *
+ * A rule's worker decodes its slot in its own process (rule_worker.c) and
+ * sets replicator_rule_decode_sink: every change of a committed transaction
+ * reaches it as row_to_json of its rows, which the target turns back into
+ * its own row type (json_populate_record), whatever the column order.
+ * Anywhere else, as through pg_logical_slot_peek_changes(), the plugin
+ * writes the same JSON as text, one line per change: handy to look at.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "catalog/pg_class.h"
+#include "fmgr.h"
+#include "replication/logical.h"
+#include "replication/output_plugin.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "access/sysattr.h"
+#include "nodes/bitmapset.h"
+
+#include "rule_decode.h"
+
+RuleDecodeSink *replicator_rule_decode_sink = NULL;
+
+extern PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
+
+typedef struct DecodeState
+{
+	MemoryContext cxt;			/* reset after each change */
+	RuleTxn		txn;
+} DecodeState;
+
+static void
+decode_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
+{
+	DecodeState *state = palloc0(sizeof(DecodeState));
+
+	state->cxt = AllocSetContextCreate(ctx->context, "replicator decode",
+									   ALLOCSET_DEFAULT_SIZES);
+	ctx->output_plugin_private = state;
+	opt->output_type = OUTPUT_PLUGIN_TEXTUAL_OUTPUT;
+	opt->receive_rewrites = false;
+}
+
+static void
+decode_shutdown(LogicalDecodingContext *ctx)
+{
+	DecodeState *state = ctx->output_plugin_private;
+
+	MemoryContextDelete(state->cxt);
+}
+
+static void
+set_txn(DecodeState *state, ReorderBufferTXN *txn)
+{
+	state->txn.xid = txn->xid;
+	state->txn.end_lsn = txn->end_lsn;
+	state->txn.commit_time = txn->xact_time.commit_time;
+}
+
+static void
+decode_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+{
+	DecodeState *state = ctx->output_plugin_private;
+
+	set_txn(state, txn);
+	if (replicator_rule_decode_sink)
+		replicator_rule_decode_sink->begin(replicator_rule_decode_sink->arg, &state->txn);
+}
+
+static void
+decode_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
+{
+	DecodeState *state = ctx->output_plugin_private;
+
+	set_txn(state, txn);
+	if (replicator_rule_decode_sink)
+		replicator_rule_decode_sink->commit(replicator_rule_decode_sink->arg, &state->txn);
+}
+
+/*
+ * row_to_json of a decoded tuple.  Columns an update left TOASTed on disk
+ * are not in the WAL: they become NULL here and are named in *unchanged.
+ */
+static char *
+tuple_json(Relation rel, HeapTuple tuple, List **unchanged)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	Datum	   *values = palloc(sizeof(Datum) * desc->natts);
+	bool	   *nulls = palloc(sizeof(bool) * desc->natts);
+	HeapTuple	copy;
+
+	heap_deform_tuple(tuple, desc, values, nulls);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || nulls[i] || att->attlen != -1)
+			continue;
+		if (VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(values[i])))
+		{
+			nulls[i] = true;
+			if (unchanged)
+				*unchanged = lappend(*unchanged, pstrdup(NameStr(att->attname)));
+		}
+	}
+	copy = heap_form_tuple(desc, values, nulls);
+	return TextDatumGetCString(DirectFunctionCall1(row_to_json,
+												   heap_copy_tuple_as_datum(copy, desc)));
+}
+
+/* The replica identity's values, as text: equal keys, equal strings. */
+static char *
+tuple_key(Relation rel, HeapTuple tuple)
+{
+	Bitmapset  *attrs = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_IDENTITY_KEY);
+	TupleDesc	desc = RelationGetDescr(rel);
+	StringInfoData buf;
+	int			x = -1;
+
+	/* REPLICA IDENTITY FULL: the rule identifies rows by the primary key */
+	if (bms_is_empty(attrs))
+		attrs = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+	initStringInfo(&buf);
+	while ((x = bms_next_member(attrs, x)) >= 0)
+	{
+		AttrNumber	attnum = x + FirstLowInvalidHeapAttributeNumber;
+		bool		isnull;
+		Datum		value;
+		Oid			typoutput;
+		bool		varlena;
+
+		if (attnum <= 0)
+			continue;
+		value = heap_getattr(tuple, attnum, desc, &isnull);
+		if (!isnull)
+		{
+			getTypeOutputInfo(TupleDescAttr(desc, attnum - 1)->atttypid, &typoutput, &varlena);
+			appendStringInfoString(&buf, OidOutputFunctionCall(typoutput, value));
+		}
+		appendStringInfoChar(&buf, '\x1f');
+	}
+	return buf.data;
+}
+
+static void
+write_text(LogicalDecodingContext *ctx, RuleChange *change)
+{
+	OutputPluginPrepareWrite(ctx, true);
+	appendStringInfo(ctx->out, "{\"op\":\"%c\",\"table\":", change->op);
+	escape_json(ctx->out, get_rel_name(change->relid));
+	if (change->new_row)
+		appendStringInfo(ctx->out, ",\"new\":%s", change->new_row);
+	if (change->old_row)
+		appendStringInfo(ctx->out, ",\"old\":%s", change->old_row);
+	appendStringInfoChar(ctx->out, '}');
+	OutputPluginWrite(ctx, true);
+}
+
+static void
+decode_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
+			  ReorderBufferChange *rb_change)
+{
+	DecodeState *state = ctx->output_plugin_private;
+	MemoryContext old = MemoryContextSwitchTo(state->cxt);
+	RuleChange	change;
+
+	memset(&change, 0, sizeof(change));
+	change.relid = RelationGetRelid(rel);
+	change.old_is_full = rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL;
+	switch (rb_change->action)
+	{
+		case REORDER_BUFFER_CHANGE_INSERT:
+			change.op = RULE_INSERT;
+			change.new_row = tuple_json(rel, &rb_change->data.tp.newtuple->tuple, NULL);
+			change.key = tuple_key(rel, &rb_change->data.tp.newtuple->tuple);
+			break;
+		case REORDER_BUFFER_CHANGE_UPDATE:
+			change.op = RULE_UPDATE;
+			change.new_row = tuple_json(rel, &rb_change->data.tp.newtuple->tuple, &change.unchanged);
+			change.key = tuple_key(rel, &rb_change->data.tp.newtuple->tuple);
+			if (rb_change->data.tp.oldtuple)
+			{
+				change.old_row = tuple_json(rel, &rb_change->data.tp.oldtuple->tuple, NULL);
+				change.old_key = tuple_key(rel, &rb_change->data.tp.oldtuple->tuple);
+			}
+			else
+				change.old_is_full = false;
+			break;
+		case REORDER_BUFFER_CHANGE_DELETE:
+			change.op = RULE_DELETE;
+			/* without a replica identity there is nothing to find the row by */
+			if (rb_change->data.tp.oldtuple == NULL)
+				goto done;
+			change.old_row = tuple_json(rel, &rb_change->data.tp.oldtuple->tuple, NULL);
+			change.key = tuple_key(rel, &rb_change->data.tp.oldtuple->tuple);
+			break;
+		default:
+			goto done;
+	}
+	set_txn(state, txn);
+	if (replicator_rule_decode_sink)
+		replicator_rule_decode_sink->change(replicator_rule_decode_sink->arg, &state->txn, &change);
+	else
+		write_text(ctx, &change);
+done:
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(state->cxt);
+}
+
+static void
+decode_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int nrelations,
+				Relation relations[], ReorderBufferChange *rb_change)
+{
+	DecodeState *state = ctx->output_plugin_private;
+	MemoryContext old = MemoryContextSwitchTo(state->cxt);
+
+	set_txn(state, txn);
+	for (int i = 0; i < nrelations; i++)
+	{
+		RuleChange	change;
+
+		memset(&change, 0, sizeof(change));
+		change.op = RULE_TRUNCATE;
+		change.relid = RelationGetRelid(relations[i]);
+		if (replicator_rule_decode_sink)
+			replicator_rule_decode_sink->change(replicator_rule_decode_sink->arg, &state->txn, &change);
+		else
+			write_text(ctx, &change);
+	}
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(state->cxt);
+}
+
+void
+_PG_output_plugin_init(OutputPluginCallbacks *cb)
+{
+	cb->startup_cb = decode_startup;
+	cb->begin_cb = decode_begin;
+	cb->change_cb = decode_change;
+	cb->truncate_cb = decode_truncate;
+	cb->commit_cb = decode_commit;
+	cb->shutdown_cb = decode_shutdown;
+}
