@@ -52,6 +52,7 @@
 #include "rule_catalog.h"
 #include "rule_compat.h"
 #include "rule_decode.h"
+#include "rule_snapshot.h"
 #include "rule_worker.h"
 #include "settings.h"
 #include "shmem.h"
@@ -341,7 +342,7 @@ common_columns(PGconn *conn, RuleTable *t)
  * that also records the copy (its snapshot and the request it answers).
  */
 static void
-copy_table(PGconn *conn, RuleApplyTable *t, const char *requested)
+copy_table(PGconn *conn, RuleApplyTable *t, const char *requested, bool mirror)
 {
 	Portal		portal;
 	char	   *snapshot;
@@ -374,6 +375,19 @@ copy_table(PGconn *conn, RuleApplyTable *t, const char *requested)
 	slot->rows_total = total;
 	LWLockRelease(ReplicatorState->lock);
 
+	if (mirror)
+	{
+		int64		sent = 0;
+
+		/*
+		 * Copied before: the target may hold rows the source deleted since.
+		 * The mirror makes it exact under this snapshot (its own target
+		 * transaction; done again if the record below is lost).
+		 */
+		replicator_rule_mirror_table(conn, t->table, &t->inserted, &t->updated, &t->deleted, &sent);
+		end_local();
+		goto record;
+	}
 	portal = SPI_cursor_open_with_args(NULL, psprintf("SELECT pg_catalog.row_to_json(t)::text FROM ONLY %s t",
 													  t->table->qualified),
 									   0, NULL, NULL, NULL, true, 0);
@@ -399,6 +413,7 @@ copy_table(PGconn *conn, RuleApplyTable *t, const char *requested)
 	SPI_cursor_close(portal);
 	end_local();
 
+record:
 	record = psprintf("DELETE FROM replicator_apply.copies WHERE source = %s AND slot = %s AND table_name = %s;\n"
 					  "INSERT INTO replicator_apply.copies (source, slot, table_name, snapshot, until_lsn, requested)"
 					  " VALUES (%s, %s, %s, %s, %s, %s);\n",
@@ -445,6 +460,7 @@ prepare_tables(PGconn *conn)
 	List	   *issues;
 	List	   *to_copy = NIL;
 	List	   *requests = NIL;
+	List	   *mirrors = NIL;
 	ListCell   *lc;
 	PGresult   *res;
 	HASHCTL		ctl;
@@ -517,6 +533,7 @@ prepare_tables(PGconn *conn)
 		char	   *requested = NULL;
 		char	   *state = local_state(rt->qualified, &requested);
 		RuleApplyTable *t = MemoryContextAllocZero(tables_cxt, sizeof(RuleApplyTable));
+		bool		had_copy;
 
 		t->table = rt;
 		e = hash_search(tables, &rt->relid, HASH_ENTER, &found);
@@ -534,10 +551,14 @@ prepare_tables(PGconn *conn)
 			continue;
 		}
 		/* the copy the target holds, if it answers the last request */
+		had_copy = false;
 		for (int r = 0; r < PQntuples(res); r++)
-			if (strcmp(PQgetvalue(res, r, 0), rt->qualified) == 0 &&
-				strcmp(PQgetvalue(res, r, 3), requested) == 0)
-				set_copy_filter(t, PQgetvalue(res, r, 1), PQgetvalue(res, r, 2));
+			if (strcmp(PQgetvalue(res, r, 0), rt->qualified) == 0)
+			{
+				had_copy = true;
+				if (strcmp(PQgetvalue(res, r, 3), requested) == 0)
+					set_copy_filter(t, PQgetvalue(res, r, 1), PQgetvalue(res, r, 2));
+			}
 		if (!t->copied)
 		{
 			/* SPI leaves its own memory context current: name ours */
@@ -545,6 +566,7 @@ prepare_tables(PGconn *conn)
 
 			to_copy = lappend(to_copy, t);
 			requests = lappend(requests, requested);
+			mirrors = lappend_int(mirrors, had_copy);
 			MemoryContextSwitchTo(spi);
 		}
 		else if (strcmp(state, "ready") != 0)
@@ -561,7 +583,8 @@ prepare_tables(PGconn *conn)
 
 		report(REPLICA_CATCHING_UP, NULL);
 		t->columns = common_columns(conn, t->table);
-		copy_table(conn, t, list_nth(requests, foreach_current_index(lc)));
+		copy_table(conn, t, list_nth(requests, foreach_current_index(lc)),
+				   list_nth_int(mirrors, foreach_current_index(lc)));
 	}
 	foreach(lc, resolved)
 	{
