@@ -1,14 +1,200 @@
-/* rule_errors.c: retry_rule_error(), skip_rule_error() (stub, being written) */
+/*-------------------------------------------------------------------------
+ *
+ * rule_errors.c
+ *	  retry_rule_error() and skip_rule_error(): act on a change that
+ *	  conflict_resolution 'error' set aside (replicator.rule_errors).
+ *
+ * A retry makes the target's row what the source's row is now: the set
+ * aside change may have been overtaken by later ones, and applying it as
+ * it was would write history back.  The source's current row is upserted
+ * (source wins), or the target's row deleted if the source has none.
+ *
+ *-------------------------------------------------------------------------
+ */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+
+#include "catalog.h"
+#include "connection.h"
+#include "replicas.h"
+#include "rule_apply.h"
+#include "rule_catalog.h"
+#include "rules.h"
+
+typedef struct SetAside
+{
+	char	   *rule;
+	char	   *table_name;
+	char	   *key;
+} SetAside;
+
+static SetAside
+read_set_aside(int64 id)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(id)};
+	MemoryContext cxt = CurrentMemoryContext;
+	SetAside	e;
+
+	SPI_connect();
+	if (replicator_spi_execute_as_owner("SELECT rule, table_name, key::text FROM replicator.rule_errors"
+										" WHERE id OPERATOR(pg_catalog.=) $1",
+										1, types, values, NULL, true) != SPI_OK_SELECT)
+		elog(ERROR, "could not read replicator.rule_errors");
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("there is no set aside change with id " INT64_FORMAT, id),
+				 errhint("SELECT id, rule, table_name, key, reason FROM replicator.rule_errors lists them.")));
+	e.rule = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	e.table_name = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+	e.key = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3));
+	SPI_finish();
+	return e;
+}
+
+static void
+forget(int64 id)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(id)};
+
+	SPI_connect();
+	if (replicator_spi_execute_as_owner("DELETE FROM replicator.rule_errors WHERE id OPERATOR(pg_catalog.=) $1",
+										1, types, values, NULL, false) != SPI_OK_DELETE)
+		elog(ERROR, "could not delete from replicator.rule_errors");
+	SPI_finish();
+}
+
+/* The source's row of that key now, as row_to_json; NULL if it has none. */
+static char *
+source_row(RuleTable *table, const char *key)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	StringInfoData sql;
+	ListCell   *lc;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(key)};
+	char	   *row = NULL;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT pg_catalog.row_to_json(t)::text FROM ONLY %s t,"
+					 " pg_catalog.jsonb_populate_record(NULL::%s, $1::pg_catalog.jsonb) k WHERE ",
+					 table->qualified, table->qualified);
+	foreach(lc, table->key)
+		appendStringInfo(&sql, "%st.%s OPERATOR(pg_catalog.=) k.%s",
+						 foreach_current_index(lc) > 0 ? " AND " : "",
+						 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
+	SPI_connect();
+	/* as the owner, as the rule's worker reads it */
+	if (replicator_spi_execute_as_owner(sql.data, 1, types, values, NULL, true) != SPI_OK_SELECT)
+		elog(ERROR, "could not read %s", table->qualified);
+	if (SPI_processed == 1)
+		row = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	SPI_finish();
+	return row;
+}
 
 PG_FUNCTION_INFO_V1(replicator_retry_rule_error);
 
 Datum
 replicator_retry_rule_error(PG_FUNCTION_ARGS)
 {
-	elog(ERROR, "retry_rule_error is not written yet");
+	int64		id = PG_GETARG_INT64(0);
+	SetAside	e;
+	RuleConfig	config;
+	RuleTable  *table;
+	RuleApplyTable target;
+	RuleChange	change;
+	RuleApply	apply;
+	Oid			relid;
+	PGconn	   *conn;
+	PGresult   *res;
+	char	   *error = NULL;
+	bool		transient;
+	const char *values[1];
+
+	replicator_check_admin();
+	e = read_set_aside(id);
+	replicator_rule_get(e.rule, &config);
+	relid = RangeVarGetRelid(makeRangeVarFromNameList(stringToQualifiedNameList(e.table_name)),
+							 AccessShareLock, true);
+	if (!OidIsValid(relid) || (table = replicator_rule_table(relid)) == NULL || table->key == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table %s of the set aside change no longer exists on the source, or has no key",
+						e.table_name),
+				 errhint("SELECT replicator.skip_rule_error(" INT64_FORMAT ") drops the change.", id)));
+
+	memset(&change, 0, sizeof(change));
+	change.relid = relid;
+	change.new_row = source_row(table, e.key);
+	change.op = change.new_row ? RULE_INSERT : RULE_DELETE;
+	change.old_row = change.new_row ? NULL : e.key;
+
+	conn = replicator_remote_connect(config.conninfo, "replicator retry_rule_error",
+									 REPLICATOR_SESSION_QUERY,
+									 replicator_replica_requires_password(config.changed_by),
+									 &error, &transient);
+	if (conn == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not connect to replica \"%s\", the target of rule \"%s\"",
+						config.target, config.name),
+				 errdetail("%s", error)));
+	PG_TRY();
+	{
+		memset(&target, 0, sizeof(target));
+		target.table = table;
+		/* the columns both sides have */
+		values[0] = table->qualified;
+		res = replicator_remote_exec(conn, "SET search_path = pg_catalog, pg_temp;"
+									 "SELECT 1", 0, NULL);
+		if ((error = replicator_remote_expect(conn, res, PGRES_TUPLES_OK)) != NULL)
+			elog(ERROR, "%s", error);
+		res = replicator_remote_exec(conn, "SELECT attname FROM pg_catalog.pg_attribute"
+									 " WHERE attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)"
+									 " AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped"
+									 " AND attgenerated OPERATOR(pg_catalog.=) ''", 1, values);
+		if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
+			elog(ERROR, "%s", replicator_remote_expect(conn, res, PGRES_TUPLES_OK));
+		{
+			ListCell   *lc;
+
+			foreach(lc, table->columns)
+				for (int r = 0; r < PQntuples(res); r++)
+					if (strcmp(PQgetvalue(res, r, 0), lfirst(lc)) == 0)
+						target.columns = lappend(target.columns, lfirst(lc));
+		}
+		PQclear(res);
+
+		config.resolution = RULE_SOURCE_WINS;
+		config.timestamp_column = NULL;
+		replicator_rule_apply_init(&apply, conn, &config, "", "");
+		replicator_rule_apply_change(&apply, &target, NULL, &change);
+		if (!replicator_rule_apply_send(&apply, "COMMIT;\n"))
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("the target of rule \"%s\" did not take the change: %s",
+							config.name, apply.error ? apply.error : "connection lost"),
+					 errhint("The change stays set aside: fix the target and retry, or skip it.")));
+	}
+	PG_FINALLY();
+	{
+		replicator_remote_close(conn);
+	}
+	PG_END_TRY();
+	MemoryContextDelete(apply.cxt);
+	MemoryContextDelete(apply.conflict_cxt);
+	forget(id);
 	PG_RETURN_VOID();
 }
 
@@ -17,6 +203,10 @@ PG_FUNCTION_INFO_V1(replicator_skip_rule_error);
 Datum
 replicator_skip_rule_error(PG_FUNCTION_ARGS)
 {
-	elog(ERROR, "skip_rule_error is not written yet");
+	int64		id = PG_GETARG_INT64(0);
+
+	replicator_check_admin();
+	(void) read_set_aside(id);
+	forget(id);
 	PG_RETURN_VOID();
 }
