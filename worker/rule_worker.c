@@ -207,6 +207,13 @@ connect_target(void)
 						rule_name, config.target, error)));
 	/* our SQL names everything it means: nothing of a search_path applies */
 	PQclear(remote(conn, "SET search_path = pg_catalog, pg_temp", PGRES_COMMAND_OK));
+
+	/*
+	 * The slot is confirmed up to what the target recorded: that must be
+	 * durable there, whatever destination_synchronous_commit lets the event
+	 * stream do (it checks a destination's position at each connection).
+	 */
+	PQclear(remote(conn, "SET synchronous_commit = on", PGRES_COMMAND_OK));
 	PQclear(remote(conn,
 				   "CREATE SCHEMA IF NOT EXISTS replicator_apply;"
 				   "CREATE TABLE IF NOT EXISTS replicator_apply.progress ("
