@@ -3,7 +3,8 @@
 # source server and two destination servers on this machine, inserts events
 # and shows them streaming (replica_status as they catch up), a destination
 # crash and its recovery, the copies compared, then a replica topology (a
-# slave with the extension, read routing, a switchover).  The servers are stopped
+# slave with the extension, read routing, a switchover), then replication
+# rules (any tables, cdc and snapshot, a conflict).  The servers are stopped
 # at the end; KEEP=1 leaves them running (ports 5499, 5500, 5501).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -15,7 +16,8 @@ ensure_packages
 build_and_install
 
 log "starting a source (port $SRC) and two destinations (ports $DST1, $DST2) in $BASE"
-start_pg "$BASE/source" $SRC
+mapfile -t logical < <(logical_settings)
+start_pg "$BASE/source" $SRC "${logical[@]}"
 start_pg "$BASE/dest1" $DST1
 start_pg "$BASE/dest2" $DST2
 stop_all() {
@@ -116,6 +118,45 @@ SQL
 as_pg psql -X -q -At -h /tmp -p $DST2 -d node_b -c "SELECT replicator.wait_for_replica('m', '1 min')" >/dev/null
 echo "node_b:    $(as_pg psql -X -q -At -h /tmp -p $DST2 -d node_b -c "$digest")"
 echo "source:    $(quiet $SRC "$digest")"
+
+log "replication rules: any tables of the source, to a database registered only as a rule target"
+quiet $DST1 "CREATE DATABASE reports" >/dev/null
+tables="CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL);
+CREATE TABLE orders (id bigint PRIMARY KEY, customer int, total numeric(10,2), placed timestamptz DEFAULT now());"
+as_pg psql -X -q -h /tmp -p $DST1 -d reports -c "$tables"
+src -v ON_ERROR_STOP=1 <<SQL
+$tables
+INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 100) g;
+INSERT INTO orders (id, customer, total) SELECT g, 1 + g % 100, g * 1.25 FROM generate_series(1, 5000) g;
+SELECT replicator.add_replica('reports', 'host=/tmp port=$DST1 dbname=reports', stream_events => false);
+SQL
+src -v ON_ERROR_STOP=1 <<SQL
+SELECT replicator.add_rule('shop', 'reports', 'cdc', '{public.customers, public.orders}');
+SELECT * FROM replicator.validate_rule('shop');
+SELECT replicator.wait_for_rule('shop', '1 min');
+UPDATE orders SET total = total * 2 WHERE id <= 100;
+DELETE FROM orders WHERE id > 4900;
+INSERT INTO customers VALUES (101, 'a new customer');
+SELECT replicator.wait_for_rule('shop', '1 min');
+SELECT table_name, state, lag_changes, lag, inserted, updated, deleted, conflicts FROM replicator.rule_status;
+SQL
+shop_digest="SELECT (SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM customers c) || ' ' || (SELECT md5(string_agg(o::text, ',' ORDER BY id)) FROM orders o)"
+echo "source:  $(quiet $SRC "$shop_digest")"
+echo "reports: $(as_pg psql -X -q -At -h /tmp -p $DST1 -d reports -c "$shop_digest")"
+log "a conflict: the target changed a customer, the source changes it too; source-wins, recorded"
+as_pg psql -X -q -h /tmp -p $DST1 -d reports -c "INSERT INTO customers VALUES (102, 'made on the target')"
+src -v ON_ERROR_STOP=1 <<SQL
+INSERT INTO customers VALUES (102, 'made on the source');
+SELECT replicator.wait_for_rule('shop', '1 min');
+SELECT table_name, key, kind, resolution, target_row FROM replicator.conflicts;
+SQL
+log "a snapshot rule: sync() mirrors, and a second sync moves nothing"
+src -v ON_ERROR_STOP=1 <<SQL
+SELECT replicator.pause_rule('shop');
+SELECT replicator.add_rule('nightly', 'reports', 'snapshot', '{public.orders}');
+SELECT * FROM replicator.sync('nightly');
+SELECT * FROM replicator.sync('nightly');
+SQL
 
 log "the workers, as pg_stat_activity shows them"
 src -c "SELECT pid, backend_type, application_name FROM pg_stat_activity WHERE backend_type LIKE 'replicator%' ORDER BY 2, 3"

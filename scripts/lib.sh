@@ -76,6 +76,15 @@ start_pg() {
 	as_pg pg_ctl -D "$dir" -l "$dir/server.log" -w start >/dev/null
 }
 
+# Settings a source of cdc rules needs: logical WAL, and (on minors that have
+# the setting) the extension's output plugin allowed.
+logical_settings() {
+	echo "wal_level = logical"
+	if as_pg postgres --describe-config 2>/dev/null | grep -q '^output_plugin_libraries'; then
+		echo "output_plugin_libraries = 'pgoutput, test_decoding, replicator'"
+	fi
+}
+
 stop_pg() {
 	[ -f "$1/postmaster.pid" ] && as_pg pg_ctl -D "$1" -m fast -w stop >/dev/null || true
 }
