@@ -894,12 +894,13 @@ decode(PGconn *conn)
  * ----------------------------------------------------------------
  */
 
-/* Create the slot if it is missing; true if it was. */
+/*
+ * Create the slot if it is missing (or lost, once the rule was resumed).
+ * False while a lost slot waits for resume_rule.
+ */
 static bool
 ensure_slot(void)
 {
-	bool		created = false;
-
 	begin_local();
 	if (SPI_execute(psprintf("SELECT wal_status FROM pg_catalog.pg_replication_slots"
 							 " WHERE slot_name OPERATOR(pg_catalog.=) %s",
@@ -911,16 +912,42 @@ ensure_slot(void)
 
 		if (status && strcmp(status, "lost") == 0)
 		{
-			report(REPLICA_INVALID,
-				   "needs resync: the slot lost WAL it needed (max_slot_wal_keep_size); resume_rule copies every table again");
+			Oid			types[1] = {TEXTOID};
+			Datum		values[1] = {CStringGetTextDatum(rule_name)};
+
+			/*
+			 * The changes the slot lost cannot be applied: every table is
+			 * copied again, once the operator resumes the rule (which
+			 * resumes the tables paused here).
+			 */
+			local_exec("SELECT FROM replicator.rule_tables WHERE rule OPERATOR(pg_catalog.=) $1"
+					   " AND (state OPERATOR(pg_catalog.=) 'ready' OR (state OPERATOR(pg_catalog.=) 'paused'"
+					   " AND reason OPERATOR(pg_catalog.~~) 'needs resync%'))",
+					   1, types, values, NULL);
+			if (SPI_processed > 0)
+			{
+				local_exec("UPDATE replicator.rule_tables SET state = 'paused',"
+						   " reason = 'needs resync: the slot lost WAL it needed (max_slot_wal_keep_size)'"
+						   " WHERE rule OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.=) 'ready'",
+						   1, types, values, NULL);
+				report(REPLICA_INVALID,
+					   "needs resync: the slot lost WAL it needed (max_slot_wal_keep_size); resume_rule copies every table again");
+				end_local();
+				return false;
+			}
+			/* resumed: a new slot, and every table copied again below */
+			if (SPI_execute(psprintf("SELECT pg_catalog.pg_drop_replication_slot(%s)",
+									 quote_literal_cstr(slot_name)), false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "could not drop slot %s", slot_name);
+			ereport(LOG, (errmsg("rule \"%s\": dropped replication slot %s, which lost WAL", rule_name, slot_name)));
+		}
+		else
+		{
 			end_local();
-			return false;
+			return true;
 		}
 	}
-	else
-		created = true;
 	end_local();
-	if (created)
 	{
 		/* its own transaction: the slot waits for transactions under way */
 		begin_local();
