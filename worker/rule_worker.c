@@ -894,10 +894,7 @@ decode(PGconn *conn)
  * ----------------------------------------------------------------
  */
 
-/*
- * Create the slot if it is missing (or lost, once the rule was resumed).
- * False while a lost slot waits for resume_rule.
- */
+/* Create the slot if it is missing, or anew if it lost WAL; true if so. */
 static bool
 ensure_slot(void)
 {
@@ -912,30 +909,15 @@ ensure_slot(void)
 
 		if (status && strcmp(status, "lost") == 0)
 		{
-			Oid			types[1] = {TEXTOID};
-			Datum		values[1] = {CStringGetTextDatum(rule_name)};
-
 			/*
-			 * The changes the slot lost cannot be applied: every table is
-			 * copied again, once the operator resumes the rule (which
-			 * resumes the tables paused here).
+			 * The changes the slot lost cannot be applied any more: a new
+			 * slot, and every table copied again (mirrored) below.  Until
+			 * the worker runs (a paused rule), rule_status says 'needs
+			 * resync'.
 			 */
-			local_exec("SELECT FROM replicator.rule_tables WHERE rule OPERATOR(pg_catalog.=) $1"
-					   " AND (state OPERATOR(pg_catalog.=) 'ready' OR (state OPERATOR(pg_catalog.=) 'paused'"
-					   " AND reason OPERATOR(pg_catalog.~~) 'needs resync%'))",
-					   1, types, values, NULL);
-			if (SPI_processed > 0)
-			{
-				local_exec("UPDATE replicator.rule_tables SET state = 'paused',"
-						   " reason = 'needs resync: the slot lost WAL it needed (max_slot_wal_keep_size)'"
-						   " WHERE rule OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.=) 'ready'",
-						   1, types, values, NULL);
-				report(REPLICA_INVALID,
-					   "needs resync: the slot lost WAL it needed (max_slot_wal_keep_size); resume_rule copies every table again");
-				end_local();
-				return false;
-			}
-			/* resumed: a new slot, and every table copied again below */
+			ereport(WARNING,
+					(errmsg("rule \"%s\": slot %s lost WAL it needed (max_slot_wal_keep_size): every table is copied again",
+							rule_name, slot_name)));
 			if (SPI_execute(psprintf("SELECT pg_catalog.pg_drop_replication_slot(%s)",
 									 quote_literal_cstr(slot_name)), false, 0) != SPI_OK_SELECT)
 				elog(ERROR, "could not drop slot %s", slot_name);
@@ -944,7 +926,7 @@ ensure_slot(void)
 		else
 		{
 			end_local();
-			return true;
+			return false;
 		}
 	}
 	end_local();
@@ -973,6 +955,7 @@ replicator_rule_main(Datum arg)
 	Oid			dboid;
 	PGconn	   *conn;
 	PGresult   *res;
+	bool		new_slot;
 
 	memcpy(&generation, MyBgworkerEntry->bgw_extra, sizeof(uint32));
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -1020,20 +1003,7 @@ replicator_rule_main(Datum arg)
 		MemoryContextSwitchTo(old);
 		end_local();
 
-		if (!ensure_slot())
-		{
-			/* wait for resume_rule (a catalog change) */
-			uint64		catalog = replicator_catalog_generation(MyDatabaseId);
-
-			while (replicator_catalog_generation(MyDatabaseId) == catalog)
-			{
-				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-								 10000, PG_WAIT_EXTENSION);
-				ResetLatch(MyLatch);
-				CHECK_FOR_INTERRUPTS();
-			}
-			proc_exit(1);
-		}
+		new_slot = ensure_slot();
 		ReplicationSlotAcquire(slot_name, true);
 
 		conn = connect_target();
@@ -1051,7 +1021,7 @@ replicator_rule_main(Datum arg)
 		if (recorded_lsn < MyReplicationSlot->data.confirmed_flush)
 		{
 			/* new slot, or a target that lost commits: copy everything */
-			if (recorded_lsn != InvalidXLogRecPtr)
+			if (recorded_lsn != InvalidXLogRecPtr && !new_slot)
 			{
 				ereport(WARNING,
 						(errmsg("rule \"%s\": target \"%s\" is behind what it confirmed: its tables are copied again",
