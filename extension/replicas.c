@@ -162,7 +162,9 @@ replicator_add_replica(PG_FUNCTION_ARGS)
 	char	   *conninfo = text_arg(fcinfo, 1, "conninfo");
 	char	   *role = text_arg(fcinfo, 2, "role");
 	bool		enabled = PG_ARGISNULL(4) ? true : PG_GETARG_BOOL(4);
-	bool		stream_events = PG_ARGISNULL(5) ? true : PG_GETARG_BOOL(5);
+
+	/* 1.2's SQL function has no stream_events: check_admin rejects it below */
+	bool		stream_events = PG_NARGS() <= 5 || PG_ARGISNULL(5) ? true : PG_GETARG_BOOL(5);
 	Oid			types[7] = {TEXTOID, TEXTOID, TEXTOID, INTERVALOID, BOOLOID, TEXTOID, BOOLOID};
 	Datum		values[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
@@ -230,6 +232,36 @@ replicator_add_replica(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* A replica that rules copy to is not dropped from under them. */
+static void
+check_not_rule_target(const char *name)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+	MemoryContext caller = CurrentMemoryContext;
+	char	   *rules = NULL;
+
+	SPI_connect();
+	if (replicator_spi_execute_as_owner("SELECT pg_catalog.string_agg(pg_catalog.quote_ident(name), ', '"
+										" ORDER BY name) FROM replicator.rules"
+										" WHERE target OPERATOR(pg_catalog.=) $1",
+										1, types, values, NULL, true) != SPI_OK_SELECT)
+		elog(ERROR, "could not read replicator.rules");
+	if (SPI_processed == 1)
+	{
+		char	   *value = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+		if (value)
+			rules = MemoryContextStrdup(caller, value);
+	}
+	SPI_finish();
+	if (rules)
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("replica \"%s\" is the target of rule(s) %s", name, rules),
+				 errhint("Drop the rules first: SELECT replicator.drop_rule('<rule>');")));
+}
+
 PG_FUNCTION_INFO_V1(replicator_drop_replica);
 
 Datum
@@ -237,6 +269,7 @@ replicator_drop_replica(PG_FUNCTION_ARGS)
 {
 	replicator_check_admin();
 	(void) replicator_check_topology_writable(text_arg(fcinfo, 0, "name"), true);
+	check_not_rule_target(text_arg(fcinfo, 0, "name"));
 	change_replica("DELETE FROM replicator.replicas WHERE name OPERATOR(pg_catalog.=) $1", text_arg(fcinfo, 0, "name"));
 	PG_RETURN_VOID();
 }

@@ -127,6 +127,7 @@ CREATE TABLE replicator.conflicts (
 REVOKE ALL ON replicator.conflicts FROM PUBLIC;
 GRANT SELECT, DELETE ON replicator.conflicts TO replicator_admin;
 SELECT pg_catalog.pg_extension_config_dump('replicator.conflicts', '');
+SELECT pg_catalog.pg_extension_config_dump('replicator.conflicts_id_seq', '');
 
 -- Changes set aside by conflict_resolution 'error': the rest of the stream
 -- goes on.  retry_rule_error() applies one again, skip_rule_error() drops it.
@@ -143,6 +144,7 @@ CREATE TABLE replicator.rule_errors (
 REVOKE ALL ON replicator.rule_errors FROM PUBLIC;
 GRANT SELECT ON replicator.rule_errors TO replicator_admin;
 SELECT pg_catalog.pg_extension_config_dump('replicator.rule_errors', '');
+SELECT pg_catalog.pg_extension_config_dump('replicator.rule_errors_id_seq', '');
 
 CREATE FUNCTION replicator.add_rule(name text, target text, mode text,
 									tables text[] DEFAULT '{*}',
@@ -155,17 +157,17 @@ LANGUAGE C VOLATILE;
 CREATE FUNCTION replicator.drop_rule(name text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'replicator_drop_rule'
-LANGUAGE C VOLATILE STRICT;
+LANGUAGE C VOLATILE;
 
 CREATE FUNCTION replicator.pause_rule(name text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'replicator_pause_rule'
-LANGUAGE C VOLATILE STRICT;
+LANGUAGE C VOLATILE;
 
 CREATE FUNCTION replicator.resume_rule(name text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'replicator_resume_rule'
-LANGUAGE C VOLATILE STRICT;
+LANGUAGE C VOLATILE;
 
 CREATE FUNCTION replicator.validate_rule(name text)
 RETURNS TABLE (table_name text, column_name text, severity text, issue text, detail text)
@@ -202,7 +204,8 @@ RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'replicator_rule_worker_stats'
 LANGUAGE C VOLATILE;
 
--- Per rule and table.  lag_changes and lag: changes decoded and not yet
+-- Per rule and table; a rule whose target replica is paused (as a
+-- restored one is) is paused too.  lag_changes and lag: changes decoded and not yet
 -- applied, and the age of the oldest of them (zero once caught up).
 -- retained_wal: what the rule's slot keeps on this server.
 CREATE VIEW replicator.rule_status AS
@@ -210,7 +213,7 @@ SELECT r.name AS rule,
 	   r.mode,
 	   t.table_name,
 	   CASE
-		   WHEN r.paused THEN 'paused'
+		   WHEN r.paused OR NOT p.enabled OR p.invalid_reason IS NOT NULL THEN 'paused'
 		   WHEN s.wal_status = 'lost' THEN 'needs resync'
 		   WHEN t.state = 'paused' THEN 'paused'
 		   WHEN r.mode = 'snapshot' THEN coalesce(t.state, 'not synced')
@@ -236,6 +239,7 @@ SELECT r.name AS rule,
 	   r.tables AS rule_tables,
 	   w.pid
 FROM replicator.rules r
+	 JOIN replicator.replicas p ON p.name = r.target
 	 LEFT JOIN replicator.rule_tables t ON t.rule = r.name
 	 LEFT JOIN replicator.rule_worker_stats() w ON w.rule = r.name
 	 LEFT JOIN pg_catalog.pg_replication_slots s

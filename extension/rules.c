@@ -23,6 +23,7 @@
 #include "pgstat.h"
 #include "replication/slot.h"
 #include "storage/latch.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -92,6 +93,14 @@ resolve_named_table(const char *name, const char *timestamp_column)
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("table \"%s\" of the rule does not exist", name),
 				 errhint("Name tables as schema.table, or as found on your search_path; '*' takes every user table.")));
+	/* the rule copies the table's rows: its creator must be able to read them */
+	if (pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table %s", name),
+				 errdetail("A rule copies every row of its tables: whoever adds it must be able to read them."),
+				 errhint("GRANT SELECT ON %s TO %s;", name,
+						 quote_identifier(GetUserNameFromId(GetUserId(), false)))));
 	if (get_rel_relkind(relid) != RELKIND_RELATION || get_rel_persistence(relid) != RELPERSISTENCE_PERMANENT)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
@@ -117,6 +126,63 @@ resolve_named_table(const char *name, const char *timestamp_column)
 							table->qualified, timestamp_column)));
 	}
 	return table->qualified;
+}
+
+/*
+ * '*' with a timestamp_column: every table '*' takes now must have it (a
+ * table created later is checked by the worker when it joins the rule).
+ */
+static void
+check_star_timestamp_column(const char *timestamp_column)
+{
+	RuleConfig	config;
+	ListCell   *lc;
+
+	memset(&config, 0, sizeof(RuleConfig));
+	config.tables = list_make1(pstrdup("*"));
+	foreach(lc, replicator_rule_resolve(&config, NULL))
+	{
+		RuleTable  *table = lfirst(lc);
+		ListCell   *lcol;
+		bool		found = false;
+
+		foreach(lcol, table->columns)
+			found |= strcmp(lfirst(lcol), timestamp_column) == 0;
+		if (!found)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("table \"%s\" has no column \"%s\" (the rule's timestamp_column)",
+							table->qualified, timestamp_column),
+					 errdetail("'*' takes every user table: each needs the column.")));
+	}
+}
+
+/*
+ * cdc rules decode the WAL with the replicator output plugin: where the
+ * server approves output plugins (output_plugin_libraries, 15.19 and
+ * later), it must be among them.
+ */
+static void
+check_output_plugin_allowed(void)
+{
+	const char *setting = GetConfigOption("output_plugin_libraries", true, false);
+	char	   *copy;
+	List	   *names;
+	ListCell   *lc;
+	bool		allowed = false;
+
+	if (setting == NULL)
+		return;
+	copy = pstrdup(setting);
+	if (SplitIdentifierString(copy, ',', &names))
+		foreach(lc, names)
+			allowed |= strcmp(lfirst(lc), "replicator") == 0;
+	if (!allowed)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cdc rules need the replicator output plugin to be allowed"),
+				 errdetail("output_plugin_libraries is \"%s\".", setting),
+				 errhint("ALTER SYSTEM SET output_plugin_libraries = pgoutput, test_decoding, replicator; SELECT pg_reload_conf();")));
 }
 
 /* Does the target record commit timestamps (last-write-wins without a column)? */
@@ -182,10 +248,11 @@ replicator_add_rule(PG_FUNCTION_ARGS)
 	bool	   *elem_nulls;
 	int			nelems;
 	Datum	   *stored;
+	bool		star = false;
 	size_t		len = strlen(name);
-	Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID, TEXTOID};
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 	replicator_check_admin();
 	if (len < 1 || len > 48 ||
@@ -226,6 +293,8 @@ replicator_add_rule(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("cdc rules need a replication slot each, and max_replication_slots is 0"),
 				 errhint("ALTER SYSTEM SET max_replication_slots = 10; then restart the server.")));
+	if (strcmp(mode, "cdc") == 0)
+		check_output_plugin_allowed();
 
 	if (PG_ARGISNULL(3))
 		ereport(ERROR,
@@ -251,8 +320,12 @@ replicator_add_rule(PG_FUNCTION_ARGS)
 		table = TextDatumGetCString(elems[i]);
 		if (strcmp(table, "*") != 0)
 			table = resolve_named_table(table, timestamp_column);
+		else
+			star = true;
 		stored[i] = CStringGetTextDatum(table);
 	}
+	if (star && timestamp_column != NULL)
+		check_star_timestamp_column(timestamp_column);
 	/* the target must exist before anything is slow */
 	{
 		Oid			t1[1] = {TEXTOID};
@@ -281,10 +354,12 @@ replicator_add_rule(PG_FUNCTION_ARGS)
 		values[5] = CStringGetTextDatum(timestamp_column);
 	else
 		nulls[5] = 'n';
+	/* the statement runs as the owner: CURRENT_USER would name the owner */
+	values[6] = CStringGetTextDatum(GetUserNameFromId(GetUserId(), false));
 	if (catalog_exec("INSERT INTO replicator.rules"
 					 " (name, target, mode, tables, conflict_resolution, timestamp_column, created_by)"
-					 " VALUES ($1, $2, $3, $4, $5, $6, SESSION_USER) ON CONFLICT (name) DO NOTHING",
-					 6, types, values, nulls) == 0)
+					 " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
+					 7, types, values, nulls) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("rule \"%s\" already exists", name)));

@@ -2,8 +2,9 @@
  *
  * utility_hook.c
  *	  DDL the workers must hear of at once: DROP DATABASE must not find them
- *	  holding the database open, and DROP EXTENSION or CREATE DATABASE
- *	  (from a template that has the extension) change what should run.
+ *	  holding the database open, and DROP EXTENSION, ALTER EXTENSION UPDATE
+ *	  or CREATE DATABASE (from a template that has the extension) change
+ *	  what should run.
  *
  *-------------------------------------------------------------------------
  */
@@ -62,8 +63,16 @@ replicator_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 			replicator_stop_database_workers(dropped_db);
 		}
 	}
-	else if (drops_this_extension(parsetree))
+	else if (drops_this_extension(parsetree) ||
+			 (IsA(parsetree, AlterExtensionStmt) &&
+			  strcmp(((AlterExtensionStmt *) parsetree)->extname, "replicator") == 0))
+	{
+		/*
+		 * An update can change what runs (the launcher may have skipped a
+		 * database whose SQL did not match the library): read it again.
+		 */
 		replicator_request_rescan_at_commit();
+	}
 
 	PG_TRY();
 	{

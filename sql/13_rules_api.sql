@@ -55,6 +55,9 @@ SELECT replicator.add_rule('r', 'tgt', 'snapshot', '{app.orders, customers}',
                            conflict_resolution => 'last-write-wins', timestamp_column => 'updated_at');
 SELECT replicator.add_rule('r', 'tgt', 'snapshot', '{app.orders}',
                            conflict_resolution => 'last-write-wins', timestamp_column => 'changed_at');
+-- '*' with a timestamp_column: every table '*' takes now must have it
+SELECT replicator.add_rule('r', 'tgt', 'snapshot', '{*}',
+                           conflict_resolution => 'last-write-wins', timestamp_column => 'updated_at');
 -- last-write-wins without a timestamp_column: the target must record
 -- commit timestamps (this server does not), and be reachable to tell
 SELECT replicator.add_rule('r', 'tgt', 'snapshot', '{customers}', conflict_resolution => 'last-write-wins');
@@ -82,12 +85,19 @@ SELECT rule, mode, table_name, state, target, rule_tables FROM replicator.rule_s
 -- the target of a rule is not dropped from under it
 SELECT replicator.drop_replica('tgt');
 SELECT name FROM replicator.replicas;
+-- a paused target pauses its rules
+SELECT replicator.pause_replica('tgt');
+SELECT rule, state FROM replicator.rule_status ORDER BY rule;
+SELECT replicator.resume_replica('tgt');
+SELECT rule, state FROM replicator.rule_status ORDER BY rule;
 
 -- pause, resume, drop: unknown rules
 SELECT replicator.pause_rule('nosuch');
 SELECT replicator.resume_rule('nosuch');
 SELECT replicator.drop_rule('nosuch');
 SELECT replicator.pause_rule(NULL);
+SELECT replicator.resume_rule(NULL);
+SELECT replicator.drop_rule(NULL);
 SELECT replicator.wait_for_rule('nosuch');
 SELECT name, paused FROM replicator.rules ORDER BY name;
 -- and known ones
@@ -127,7 +137,13 @@ RESET ROLE;
 REVOKE EXECUTE ON FUNCTION replicator.add_rule(text, text, text, text[], text, text) FROM replicator_regress_rules_user;
 SELECT name, paused FROM replicator.rules ORDER BY name;
 SET ROLE replicator_regress_rules_admin;
+-- a table the admin cannot read is in no rule of theirs
+SELECT replicator.add_rule('by-admin', 'tgt', 'snapshot', '{customers}');
 SELECT replicator.add_rule('by-admin', 'tgt', 'snapshot', '{app.orders}');
+-- created_by: the role that added the rule, not the session's user
+RESET ROLE;
+SELECT name, created_by FROM replicator.rules ORDER BY name;
+SET ROLE replicator_regress_rules_admin;
 SELECT rule, mode, table_name, state, target FROM replicator.rule_status ORDER BY rule;
 SELECT count(*) FROM replicator.conflicts;
 SELECT count(*) FROM replicator.rule_errors;

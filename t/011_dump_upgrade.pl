@@ -7,7 +7,8 @@
 # exactly the objects of a fresh install of each, compared object by object,
 # and keeps the events and the replicas; 'master' rows (unused before 1.2)
 # become plain destinations; a replica of 1.2 streams on after the update to
-# 1.3; the dump keeps the rules of 1.3, their conflicts and set-aside changes.
+# 1.3, by itself; the dump keeps the rules of 1.3 (paused with their
+# restored target), their conflicts and set-aside changes, and the ids go on.
 use strict;
 use warnings;
 use lib 't';
@@ -51,7 +52,7 @@ my $dump = $PostgreSQL::Test::Utils::tmp_check . '/src.dump';
 $src->command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-d', $src->connstr('postgres') ],
 	'pg_dump of the source');
 my $rst = PostgreSQL::Test::Cluster->new('rst');
-$rst->init;
+$rst->init(allows_streaming => 'logical');
 $rst->append_conf('postgresql.conf', "shared_preload_libraries = 'replicator'\n");
 $rst->start;
 $rst->safe_psql('postgres', 'CREATE DATABASE restored');
@@ -90,7 +91,7 @@ is( $rst->safe_psql('restored',
 		  FROM replicator.rules}),
 	'orders.snap|rt|snapshot|{public.orders}|target-wins|-', 'the rule is restored');
 is( $rst->safe_psql('restored', q{SELECT rule, mode, state, target FROM replicator.rule_status}),
-	'orders.snap|snapshot|not synced|rt', 'rule_status shows it');
+	'orders.snap|snapshot|paused|rt', 'rule_status shows it paused, as its target is');
 is( $rst->safe_psql('restored',
 		q{SELECT rule, table_name, key, source_row, target_row, kind, resolution FROM replicator.conflicts}),
 	'orders.snap|public.orders|{"id": 1}|{"id": 1, "amount": 9.99}|{"id": 1, "amount": 1}|key exists|target-wins',
@@ -105,23 +106,53 @@ is($rst->safe_psql('restored', 'SELECT count(*) FROM replicator.rule_worker_stat
 my ($id_ret, $id_out, $id_err) = $rst->psql('restored',
 	q{SELECT replicator.add_rule('orders.again', 'rt', 'snapshot', '{orders}')});
 is($id_ret, 0, 'a rule is added after the restore, with an id of its own') or diag($id_err);
-TODO:
-{
-	local $TODO = 'the identity sequences of conflicts and rule_errors are not config-dumped';
-	($id_ret, $id_out, $id_err) = $rst->psql('restored',
-		q{INSERT INTO replicator.conflicts (rule, table_name, key, kind, resolution)
-		  VALUES ('orders.again', 'public.orders', '{"id": 3}', 'row missing', 'source-wins')});
-	is($id_ret, 0, 'a conflict is recorded after the restore, with an id of its own') or diag($id_err);
-	($id_ret, $id_out, $id_err) = $rst->psql('restored',
-		q{INSERT INTO replicator.rule_errors (rule, table_name, op, key, reason)
-		  VALUES ('orders.again', 'public.orders', 'delete', '{"id": 3}', 'set aside')});
-	is($id_ret, 0, 'a change is set aside after the restore, with an id of its own') or diag($id_err);
-}
+($id_ret, $id_out, $id_err) = $rst->psql('restored',
+	q{INSERT INTO replicator.conflicts (rule, table_name, key, kind, resolution)
+	  VALUES ('orders.again', 'public.orders', '{"id": 3}', 'row missing', 'source-wins')});
+is($id_ret, 0, 'a conflict is recorded after the restore, with an id of its own') or diag($id_err);
+($id_ret, $id_out, $id_err) = $rst->psql('restored',
+	q{INSERT INTO replicator.rule_errors (rule, table_name, op, key, reason)
+	  VALUES ('orders.again', 'public.orders', 'delete', '{"id": 3}', 'set aside')});
+is($id_ret, 0, 'a change is set aside after the restore, with an id of its own') or diag($id_err);
 $rst->safe_psql('restored', q{
 SELECT replicator.drop_rule('orders.again');
 DELETE FROM replicator.conflicts WHERE rule = 'orders.again';
 DELETE FROM replicator.rule_errors WHERE rule = 'orders.again';
 });
+
+# a cdc rule needs the replicator output plugin allowed (15.19 and later
+# approve output plugins by output_plugin_libraries)
+my $plugins = $rst->safe_psql('restored',
+	q{SELECT current_setting('output_plugin_libraries', true)});
+if ($plugins ne '')
+{
+	($id_ret, $id_out, $id_err) = $rst->psql('restored',
+		q{SELECT replicator.add_rule('orders.cdc', 'rt', 'cdc', '{orders}')});
+	isnt($id_ret, 0, 'a cdc rule is refused while output_plugin_libraries leaves out replicator');
+	like($id_err, qr/cdc rules need the replicator output plugin to be allowed.*output_plugin_libraries is "\Q$plugins\E".*ALTER SYSTEM SET output_plugin_libraries = pgoutput, test_decoding, replicator/s,
+		'saying what the setting is and how to allow it');
+	$rst->safe_psql('postgres',
+		'ALTER SYSTEM SET output_plugin_libraries = pgoutput, test_decoding, replicator');
+	$rst->reload;
+	$rst->poll_query_until('restored',
+		q{SELECT 'replicator' = ANY (string_to_array(replace(current_setting('output_plugin_libraries'), ' ', ''), ','))})
+	  or die 'output_plugin_libraries was not reloaded';
+}
+# a cdc rule aimed at the restored (paused) target is paused with it: no
+# worker starts for it
+($id_ret, $id_out, $id_err) = $rst->psql('restored',
+	q{SELECT replicator.add_rule('orders.cdc', 'rt', 'cdc', '{orders}')});
+is($id_ret, 0, 'a cdc rule is added to the restored target') or diag($id_err);
+$rst->safe_psql('restored', 'SELECT replicator.rescan()');
+sleep 3;
+is($rst->safe_psql('restored', 'SELECT count(*) FROM replicator.rule_worker_stats()'),
+	'0', 'no worker starts for a cdc rule whose target is paused');
+is($rst->safe_psql('restored', q{SELECT DISTINCT state FROM replicator.rule_status WHERE rule = 'orders.cdc'}),
+	'paused', 'rule_status shows it paused');
+is($rst->safe_psql('restored',
+		q{SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'replicator_rule_%'}),
+	'0', 'and no slot is created for it');
+$rst->safe_psql('restored', q{SELECT replicator.drop_rule('orders.cdc')});
 
 # a replicator.diff-style comparison with the original: no difference
 my $orig = $src->connstr('postgres');
@@ -414,19 +445,11 @@ is( $rst->safe_psql('twomasters',
 my @objects_fresh13 = split $object_start, $rst->safe_psql('fresh13', $describe);
 cmp_ok(scalar(@objects_fresh13), '>', scalar(@objects_fresh),
 	scalar(@objects_fresh13) . ' object descriptions of a fresh 1.3 install');
-for my $config (qw(replicas rules rules_id_seq rule_tables conflicts rule_errors))
+for my $config (
+	qw(replicas rules rules_id_seq rule_tables conflicts conflicts_id_seq rule_errors rule_errors_id_seq))
 {
 	ok((grep { $_ eq "config table replicator.$config condition ''" } @objects_fresh13),
 		"replicator.$config is dumped with the database");
-}
-TODO:
-{
-	local $TODO = 'the identity sequences of conflicts and rule_errors are not config-dumped';
-	for my $config (qw(conflicts_id_seq rule_errors_id_seq))
-	{
-		ok((grep { $_ eq "config table replicator.$config condition ''" } @objects_fresh13),
-			"replicator.$config is dumped with the database");
-	}
 }
 
 # 'updated' (1.0 -> 1.2) gains a replica as 1.2's add_replica added it (this
@@ -448,17 +471,9 @@ is( $rst->safe_psql('updated',
 	'kept:true:false,s12:true:true', 'the replicas of 1.2 stream events (stream_events true), as before');
 is(differences_from('updated', \@objects_fresh13), '',
 	'ALTER EXTENSION UPDATE from 1.0 to 1.2, then to 1.3, gives exactly the objects of a fresh 1.3 install');
-TODO:
-{
-	local $TODO = 'ALTER EXTENSION UPDATE does not ask the launcher to rescan the database';
-	is($rst->safe_psql('updated', "SELECT replicator.wait_for_replica('s12', '5 s')"),
-		't', 'the replica of 1.2 streams after the update to 1.3, by itself');
-}
-# until then: the launcher is told
-$rst->safe_psql('updated', 'SELECT replicator.rescan()');
-is( $rst->safe_psql('updated',
-		"SELECT replicator.wait_for_replica('s12', '$PostgreSQL::Test::Utils::timeout_default s')"),
-	't', 'the replica of 1.2 streams after the update to 1.3');
+# ALTER EXTENSION UPDATE asks the launcher to read the database again
+is($rst->safe_psql('updated', "SELECT replicator.wait_for_replica('s12', '10 s')"),
+	't', 'the replica of 1.2 streams after the update to 1.3, by itself');
 is(dump_events($dst, 'from12'), dump_events($rst, 'updated'), 'it holds every event exactly');
 $rst->safe_psql('updated', q{SELECT insert_events_array(ARRAY['{"after":"1.3"}', '{"n": 2}']::jsonb[])});
 is( $rst->safe_psql('updated',

@@ -109,7 +109,11 @@ replicator_rule_read(const char *name, RuleConfig *config)
 	return found;
 }
 
-/* Names of the rules (cdc ones only: those with a worker), unpaused. */
+/*
+ * Names of the rules; cdc_only: those whose worker should run, cdc rules
+ * neither paused themselves nor aimed at a paused or invalid replica (a
+ * restored target arrives paused, and its rules with it).
+ */
 List *
 replicator_rule_names(bool cdc_only)
 {
@@ -118,8 +122,10 @@ replicator_rule_names(bool cdc_only)
 
 	SPI_connect();
 	if (replicator_spi_execute_as_owner(cdc_only ?
-										"SELECT name FROM replicator.rules WHERE NOT paused"
-										" AND mode OPERATOR(pg_catalog.=) 'cdc' ORDER BY name" :
+										"SELECT r.name FROM replicator.rules r JOIN replicator.replicas p"
+										" ON p.name OPERATOR(pg_catalog.=) r.target"
+										" WHERE NOT r.paused AND r.mode OPERATOR(pg_catalog.=) 'cdc'"
+										" AND p.enabled AND p.invalid_reason IS NULL ORDER BY r.name" :
 										"SELECT name FROM replicator.rules ORDER BY name",
 										0, NULL, NULL, NULL, true) != SPI_OK_SELECT)
 		elog(ERROR, "could not read replicator.rules");
