@@ -503,6 +503,9 @@ CREATE TABLE replicator.rule_tables (
 	deleted		bigint NOT NULL DEFAULT 0,
 	conflicts	bigint NOT NULL DEFAULT 0,
 	copied_at	timestamptz,
+	-- when a copy was last asked for: the target's record of a copy names
+	-- the request it answered, so a copy is never done twice for one
+	copy_requested timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
 	PRIMARY KEY (rule, table_name)
 );
 REVOKE ALL ON replicator.rule_tables FROM PUBLIC;

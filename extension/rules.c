@@ -416,7 +416,8 @@ replicator_resume_rule(PG_FUNCTION_ARGS)
 	Datum		values[1] = {CStringGetTextDatum(name)};
 
 	change_rule("UPDATE replicator.rules SET paused = false WHERE name OPERATOR(pg_catalog.=) $1", name);
-	catalog_exec("UPDATE replicator.rule_tables SET state = 'copy', reason = NULL"
+	catalog_exec("UPDATE replicator.rule_tables SET state = 'copy', reason = NULL,"
+				 " copy_requested = pg_catalog.clock_timestamp()"
 				 " WHERE rule OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.=) 'paused'",
 				 1, types, values, NULL);
 	PG_RETURN_VOID();

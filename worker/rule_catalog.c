@@ -197,16 +197,17 @@ star_candidate(Form_pg_class rel, Oid relid)
 		!rel->relispartition && !replicator_rule_excluded(relid);
 }
 
-/* The key a rule identifies rows by: the primary key, else replica identity. */
+/* The key a rule identifies rows by: the replica identity index, else the pkey. */
 static List *
 table_key(Relation rel)
 {
-	Oid			indexid = RelationGetPrimaryKeyIndex(rel);
+	Oid			indexid = RelationGetReplicaIndex(rel);
 	List	   *key = NIL;
 	Relation	index;
 
+	/* the identity the WAL carries; under REPLICA IDENTITY FULL, the pkey */
 	if (!OidIsValid(indexid))
-		indexid = RelationGetReplicaIndex(rel);
+		indexid = RelationGetPrimaryKeyIndex(rel);
 	if (!OidIsValid(indexid))
 		return NIL;
 	index = index_open(indexid, AccessShareLock);
