@@ -31,6 +31,7 @@
 #include "utils/pg_lsn.h"
 #include "utils/regproc.h"
 #include "utils/timestamp.h"
+#include "utils/varlena.h"
 
 #include "catalog.h"
 #include "connection.h"

@@ -98,6 +98,39 @@ set_columns(RuleApply *apply)
 	return cols;
 }
 
+/*
+ * The new row's values.  A json or jsonb column's JSON null would come out
+ * of json_populate_record as SQL NULL: the element's "z" names the columns
+ * that are SQL NULL, any other null is a JSON null.
+ */
+static void
+append_new_values(StringInfo buf, List *cols, List *json_columns)
+{
+	ListCell   *lc;
+
+	foreach(lc, cols)
+	{
+		const char *col = lfirst(lc);
+		const char *q = quote_identifier(col);
+		bool		is_json = false;
+		ListCell   *jc;
+
+		foreach(jc, json_columns)
+			is_json |= strcmp(lfirst(jc), col) == 0;
+		if (foreach_current_index(lc) > 0)
+			appendStringInfoString(buf, ", ");
+		if (!is_json)
+			appendStringInfo(buf, "(s.n).%s", q);
+		else
+			appendStringInfo(buf,
+							 "CASE WHEN pg_catalog.json_typeof(s.j OPERATOR(pg_catalog.->) 'n'"
+							 " OPERATOR(pg_catalog.->) %s) OPERATOR(pg_catalog.=) 'null'"
+							 " AND NOT coalesce((s.j OPERATOR(pg_catalog.->) 'z')::pg_catalog.jsonb"
+							 " OPERATOR(pg_catalog.?) %s, false) THEN 'null' ELSE (s.n).%s END",
+							 quote_literal_cstr(col), quote_literal_cstr(col), q);
+	}
+}
+
 static void
 append_key_match(StringInfo buf, List *key, const char *left, const char *right)
 {
@@ -128,6 +161,7 @@ append_run_statement(RuleApply *apply)
 	const char *changed;
 	const char *apply_existing;
 	const char *insert_missing;
+	const char *set_aside;
 	StringInfoData k;
 	ListCell   *lc;
 
@@ -176,7 +210,11 @@ append_run_statement(RuleApply *apply)
 	/* insert a row the change did not find? */
 	insert_missing = apply->run_op == RULE_INSERT ? "true" :
 		apply->run_op == RULE_DELETE ? "false" :
+		/* the WAL lacks the unchanged TOASTed values the row would need */
+		apply->run_unchanged != NULL ? "false" :
 		(apply->resolution == RULE_SOURCE_WINS || apply->resolution == RULE_LAST_WRITE_WINS) ? "true" : "false";
+	set_aside = apply->resolution == RULE_ERROR ? "true" :
+		apply->run_op == RULE_UPDATE && apply->run_unchanged != NULL ? "cur.ord IS NULL" : "false";
 
 	initStringInfo(&k);
 	appendStringInfoString(&k, "pg_catalog.jsonb_build_object(");
@@ -195,7 +233,7 @@ append_run_statement(RuleApply *apply)
 	appendStringInfo(b, " cur AS MATERIALIZED (SELECT s.ord, pg_catalog.to_jsonb(t.*) AS row, ROW(");
 	append_cols(b, cols, "t.");
 	appendStringInfoString(b, ") IS NOT DISTINCT FROM ROW(");
-	append_cols(b, cols, "(s.n).");
+	append_new_values(b, cols, t->table->json_columns);
 	appendStringInfo(b, ") AS same, %s AS changed, %s AS newer FROM s JOIN %s t ON ", changed,
 					 source_newer, T);
 	append_key_match(b, key, "t.", "(s.o).");
@@ -217,14 +255,14 @@ append_run_statement(RuleApply *apply)
 		appendStringInfo(b, " w AS (UPDATE %s t SET (", T);
 		append_cols(b, setcols, "");
 		appendStringInfoString(b, ") = ROW(");
-		append_cols(b, setcols, "(s.n).");
+		append_new_values(b, setcols, t->table->json_columns);
 		appendStringInfoString(b, ") FROM s JOIN cur USING (ord) WHERE ");
 		append_key_match(b, key, "t.", "(s.o).");
 		appendStringInfo(b, " AND %s RETURNING s.ord),", apply_existing);
 		appendStringInfo(b, " ins AS (INSERT INTO %s (", T);
 		append_cols(b, cols, "");
 		appendStringInfoString(b, ") SELECT ");
-		append_cols(b, cols, "(s.n).");
+		append_new_values(b, cols, t->table->json_columns);
 		appendStringInfo(b, " FROM s WHERE %s AND NOT EXISTS (SELECT FROM cur WHERE cur.ord = s.ord)"
 						 " ORDER BY s.ord ON CONFLICT DO NOTHING RETURNING 1)", insert_missing);
 	}
@@ -233,17 +271,14 @@ append_run_statement(RuleApply *apply)
 	appendStringInfo(b,
 					 " SELECT '%s', CASE WHEN cur.ord IS NULL THEN 'row missing'"
 					 "  WHEN '%s' = 'insert' THEN 'key exists' ELSE 'changed on target' END,"
-					 " %s, s.j OPERATOR(pg_catalog.->) 'n', cur.row,"
-					 " CASE WHEN w.ord IS NOT NULL OR (cur.ord IS NULL AND (%s OR '%s' = 'delete') AND %s)"
-					 "  THEN 'source-wins' WHEN %s THEN 'set aside' ELSE 'target-wins' END,"
-					 " NOT (w.ord IS NOT NULL OR (cur.ord IS NULL AND (%s OR '%s' = 'delete') AND %s)) AND %s"
-					 " FROM s LEFT JOIN cur USING (ord) LEFT JOIN w USING (ord)"
+					 " %s, s.j OPERATOR(pg_catalog.->) 'n', cur.row, r.resolution, r.resolution = 'set aside'"
+					 " FROM s LEFT JOIN cur USING (ord) LEFT JOIN w USING (ord),"
+					 " LATERAL (SELECT CASE WHEN w.ord IS NOT NULL"
+					 "  OR (cur.ord IS NULL AND (%s OR '%s' = 'delete') AND NOT (%s)) THEN 'source-wins'"
+					 "  WHEN %s THEN 'set aside' ELSE 'target-wins' END AS resolution) r"
 					 " WHERE (SELECT count(*) FROM ins) >= 0 AND (%s)",
 					 op, op, k.data,
-					 insert_missing, op, apply->resolution == RULE_ERROR ? "false" : "true",
-					 apply->resolution == RULE_ERROR ? "true" : "false",
-					 insert_missing, op, apply->resolution == RULE_ERROR ? "false" : "true",
-					 apply->resolution == RULE_ERROR ? "true" : "false",
+					 insert_missing, op, set_aside, set_aside,
 					 apply->run_op == RULE_INSERT ? "cur.ord IS NOT NULL AND NOT cur.same" :
 					 "cur.ord IS NULL OR cur.changed");
 	appendStringInfoString(b, ";\n");
@@ -398,6 +433,11 @@ replicator_rule_apply_change(RuleApply *apply, RuleApplyTable *table, const Rule
 		appendStringInfoString(&apply->run, ",\"n\":");
 		appendStringInfoString(&apply->run, change->new_row);
 	}
+	if (change->new_nulls)
+	{
+		appendStringInfoString(&apply->run, ",\"z\":");
+		appendStringInfoString(&apply->run, change->new_nulls);
+	}
 	if (txn)
 	{
 		appendStringInfoString(&apply->run, ",\"c\":");
@@ -414,7 +454,8 @@ replicator_rule_apply_change(RuleApply *apply, RuleApplyTable *table, const Rule
 
 /* Rows of an initial copy (row_to_json texts): inserts without a txn. */
 void
-replicator_rule_apply_rows(RuleApply *apply, RuleApplyTable *table, char **rows, int n)
+replicator_rule_apply_rows(RuleApply *apply, RuleApplyTable *table, char **rows, char **json_nulls,
+						   int n)
 {
 	for (int i = 0; i < n; i++)
 	{
@@ -424,6 +465,7 @@ replicator_rule_apply_rows(RuleApply *apply, RuleApplyTable *table, char **rows,
 		change.op = RULE_INSERT;
 		change.relid = table->table->relid;
 		change.new_row = rows[i];
+		change.new_nulls = json_nulls ? json_nulls[i] : NULL;
 		/* a copy never meets a key twice */
 		change.key = NULL;
 		replicator_rule_apply_change(apply, table, NULL, &change);

@@ -17,6 +17,7 @@
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "replication/logical.h"
 #include "replication/output_plugin.h"
@@ -94,7 +95,7 @@ decode_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr com
  * are not in the WAL: they become NULL here and are named in *unchanged.
  */
 static char *
-tuple_json(Relation rel, HeapTuple tuple, List **unchanged)
+tuple_json(Relation rel, HeapTuple tuple, List **unchanged, char **json_nulls)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	Datum	   *values = palloc(sizeof(Datum) * desc->natts);
@@ -102,6 +103,26 @@ tuple_json(Relation rel, HeapTuple tuple, List **unchanged)
 	HeapTuple	copy;
 
 	heap_deform_tuple(tuple, desc, values, nulls);
+	if (json_nulls)
+	{
+		StringInfoData buf;
+
+		initStringInfo(&buf);
+		for (int i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (!att->attisdropped && nulls[i] &&
+				(att->atttypid == JSONOID || att->atttypid == JSONBOID))
+			{
+				appendStringInfoChar(&buf, buf.len ? ',' : '[');
+				escape_json(&buf, NameStr(att->attname));
+			}
+		}
+		if (buf.len)
+			appendStringInfoChar(&buf, ']');
+		*json_nulls = buf.len ? buf.data : NULL;
+	}
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
@@ -183,16 +204,17 @@ decode_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 	{
 		case REORDER_BUFFER_CHANGE_INSERT:
 			change.op = RULE_INSERT;
-			change.new_row = tuple_json(rel, &rb_change->data.tp.newtuple->tuple, NULL);
+			change.new_row = tuple_json(rel, &rb_change->data.tp.newtuple->tuple, NULL, &change.new_nulls);
 			change.key = tuple_key(rel, &rb_change->data.tp.newtuple->tuple);
 			break;
 		case REORDER_BUFFER_CHANGE_UPDATE:
 			change.op = RULE_UPDATE;
-			change.new_row = tuple_json(rel, &rb_change->data.tp.newtuple->tuple, &change.unchanged);
+			change.new_row = tuple_json(rel, &rb_change->data.tp.newtuple->tuple, &change.unchanged,
+										&change.new_nulls);
 			change.key = tuple_key(rel, &rb_change->data.tp.newtuple->tuple);
 			if (rb_change->data.tp.oldtuple)
 			{
-				change.old_row = tuple_json(rel, &rb_change->data.tp.oldtuple->tuple, NULL);
+				change.old_row = tuple_json(rel, &rb_change->data.tp.oldtuple->tuple, NULL, NULL);
 				change.old_key = tuple_key(rel, &rb_change->data.tp.oldtuple->tuple);
 			}
 			else
@@ -203,7 +225,7 @@ decode_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 			/* without a replica identity there is nothing to find the row by */
 			if (rb_change->data.tp.oldtuple == NULL)
 				goto done;
-			change.old_row = tuple_json(rel, &rb_change->data.tp.oldtuple->tuple, NULL);
+			change.old_row = tuple_json(rel, &rb_change->data.tp.oldtuple->tuple, NULL, NULL);
 			change.key = tuple_key(rel, &rb_change->data.tp.oldtuple->tuple);
 			break;
 		default:

@@ -38,6 +38,9 @@ typedef struct RuleChange
 	RuleOp		op;
 	Oid			relid;
 	char	   *new_row;		/* row_to_json of the new row (insert, update) */
+	char	   *new_nulls;		/* JSON array of its json/jsonb columns that
+								 * are SQL NULL (row_to_json writes null for
+								 * both those and JSON nulls); NULL if none */
 	char	   *old_row;		/* of the old key, or the old row under
 								 * REPLICA IDENTITY FULL (update, delete);
 								 * NULL for an update that kept its key */

@@ -395,21 +395,41 @@ copy_table(PGconn *conn, RuleApplyTable *t, const char *requested, bool mirror)
 		end_local();
 		goto record;
 	}
-	portal = SPI_cursor_open_with_args(NULL, psprintf("SELECT pg_catalog.row_to_json(t)::text FROM ONLY %s t",
-													  t->table->qualified),
-									   0, NULL, NULL, NULL, true, 0);
+	{
+		/* json and jsonb columns that are SQL NULL, as the decoder names them */
+		StringInfoData nulls;
+		ListCell   *lc;
+
+		initStringInfo(&nulls);
+		foreach(lc, t->table->json_columns)
+			appendStringInfo(&nulls, "%s CASE WHEN t.%s IS NULL THEN %s END",
+							 nulls.len ? "," : "", quote_identifier(lfirst(lc)),
+							 quote_literal_cstr(lfirst(lc)));
+		portal = SPI_cursor_open_with_args(NULL,
+										   psprintf("SELECT pg_catalog.row_to_json(t)::text, %s FROM ONLY %s t",
+													nulls.len ?
+													psprintf("pg_catalog.json_strip_nulls(pg_catalog.json_build_array(%s))::text",
+															 nulls.data) : "NULL::text",
+													t->table->qualified),
+										   0, NULL, NULL, NULL, true, 0);
+	}
 	for (;;)
 	{
 		char	  **rows;
+		char	  **json_nulls;
 
 		CHECK_FOR_INTERRUPTS();
 		SPI_cursor_fetch(portal, true, RULE_COPY_ROWS);
 		if (SPI_processed == 0)
 			break;
 		rows = palloc(sizeof(char *) * SPI_processed);
+		json_nulls = palloc(sizeof(char *) * SPI_processed);
 		for (uint64 i = 0; i < SPI_processed; i++)
+		{
 			rows[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-		replicator_rule_apply_rows(&apply, t, rows, (int) SPI_processed);
+			json_nulls[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		}
+		replicator_rule_apply_rows(&apply, t, rows, json_nulls, (int) SPI_processed);
 		copied += SPI_processed;
 		if (!replicator_rule_apply_send(&apply, NULL))
 			break;
@@ -435,6 +455,12 @@ record:
 	{
 		char	   *error = pstrdup(apply.error);
 
+		/* a lost target is no reason to pause: the worker starts over */
+		if (apply.error_table == NULL || PQstatus(conn) != CONNECTION_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("rule \"%s\": initial copy of %s to target \"%s\" failed: %s",
+							rule_name, t->table->qualified, config.target, error)));
 		PQclear(replicator_remote_exec(conn, "ROLLBACK", 0, NULL));
 		replicator_rule_apply_reset(&apply);
 		t->inserted = t->updated = t->deleted = t->conflicts = 0;
@@ -759,7 +785,7 @@ batch_failed(PGconn *conn)
 	char	   *error = apply.error ? pstrdup(apply.error) : pstrdup("connection lost");
 	RuleApplyTable *t = apply.error_table;
 
-	if (t == NULL)
+	if (t == NULL || PQstatus(conn) != CONNECTION_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("rule \"%s\": target \"%s\": %s", rule_name, config.target, error)));
