@@ -377,13 +377,22 @@ is( conflicts_of('r_sw'),
 	'source-wins: conflicts records the key that existed and the rows that were missing');
 
 # source-wins, a row missing on the target whose TOASTed value the update
-# leaves unchanged: the decoded change lacks it, the target must not get NULL
+# leaves unchanged: the decoded change lacks that value, so the target must
+# not get NULL; the change is set aside, and retry_rule_error brings the
+# source's row whole
 $t2->safe_psql('postgres', q{DELETE FROM cf.sw WHERE id = 3});
 q_source(q{UPDATE cf.sw SET v = 'three updated' WHERE id = 3});
 wait_rule('r_sw', 'a missing row with an unchanged TOASTed value');
+is( $t2->safe_psql('postgres', q{SELECT count(*) FROM cf.sw WHERE id = 3}),
+	'0', 'source-wins: a missing row whose TOASTed value the WAL lacks is not inserted with a NULL');
+is( q_source(q{SELECT op, key FROM replicator.rule_errors WHERE rule = 'r_sw'}),
+	'update|{"id": 3}', 'it is set aside in rule_errors');
+q_source(q{SELECT replicator.retry_rule_error(id) FROM replicator.rule_errors WHERE rule = 'r_sw'});
 is( $t2->safe_psql('postgres', q{SELECT v, length(big), md5(big) FROM cf.sw WHERE id = 3}),
 	q_source(q{SELECT v, length(big), md5(big) FROM cf.sw WHERE id = 3}),
-	'source-wins: a missing row re-inserted by an update that left its TOASTed column unchanged has that value');
+	'retry_rule_error writes the source\'s row, TOASTed value included');
+is( q_source(q{SELECT count(*) FROM replicator.rule_errors WHERE rule = 'r_sw'}),
+	'0', 'and the set aside change is gone');
 
 # the same row, its TOASTed value rewritten on the source: whatever the
 # check above found, the tables compared later start equal
