@@ -13,12 +13,16 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/syscache.h"
 #include "utils/memutils.h"
 #include "utils/regproc.h"
 
@@ -84,6 +88,12 @@ source_row(RuleTable *table, const char *key)
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(key)};
 	char	   *row = NULL;
+	Oid			saved_user;
+	int			saved_context;
+	Oid			owner;
+	HeapTuple	tup;
+	int			nestlevel;
+	volatile int ret = 0;
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "SELECT pg_catalog.row_to_json(t)::text FROM ONLY %s t,"
@@ -93,9 +103,34 @@ source_row(RuleTable *table, const char *key)
 		appendStringInfo(&sql, "%st.%s OPERATOR(pg_catalog.=) k.%s",
 						 foreach_current_index(lc) > 0 ? " AND " : "",
 						 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
+	/*
+	 * As the table's owner, as the rule's worker reads it: rendering a row
+	 * can run code of theirs (a cast of their type to json), which must not
+	 * run with the rights of the extension's owner.
+	 */
 	SPI_connect();
-	/* as the owner, as the rule's worker reads it */
-	if (replicator_spi_execute_as_owner(sql.data, 1, types, values, NULL, true) != SPI_OK_SELECT)
+	GetUserIdAndSecContext(&saved_user, &saved_context);
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(table->relid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", table->relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	SetUserIdAndSecContext(owner, saved_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	PG_TRY();
+	{
+		ret = SPI_execute_with_args(sql.data, 1, types, values, NULL, true, 0);
+	}
+	PG_FINALLY();
+	{
+		AtEOXact_GUC(false, nestlevel);
+		SetUserIdAndSecContext(saved_user, saved_context);
+	}
+	PG_END_TRY();
+	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read %s", table->qualified);
 	if (SPI_processed == 1)
 		row = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));

@@ -19,6 +19,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "replication/logical.h"
 #include "replication/output_plugin.h"
 #include "utils/builtins.h"
@@ -196,6 +197,17 @@ decode_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 	DecodeState *state = ctx->output_plugin_private;
 	MemoryContext old = MemoryContextSwitchTo(state->cxt);
 	RuleChange	change;
+	Oid			saved_user;
+	int			saved_context;
+
+	/*
+	 * Rendering a row can run code the table's owner chose (a cast of a
+	 * type of theirs to json): it runs as them, never as the worker's
+	 * superuser.  An error aborts the transaction, which restores the user.
+	 */
+	GetUserIdAndSecContext(&saved_user, &saved_context);
+	SetUserIdAndSecContext(rel->rd_rel->relowner,
+						   saved_context | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 
 	memset(&change, 0, sizeof(change));
 	change.relid = RelationGetRelid(rel);
@@ -231,12 +243,14 @@ decode_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 		default:
 			goto done;
 	}
+	SetUserIdAndSecContext(saved_user, saved_context);
 	set_txn(state, txn);
 	if (replicator_rule_decode_sink)
 		replicator_rule_decode_sink->change(replicator_rule_decode_sink->arg, &state->txn, &change);
 	else
 		write_text(ctx, &change);
 done:
+	SetUserIdAndSecContext(saved_user, saved_context);
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(state->cxt);
 }

@@ -23,7 +23,9 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/pg_class.h"
 #include "access/xlog.h"
 #include "access/xlogutils.h"
 #include "executor/spi.h"
@@ -44,6 +46,7 @@
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "catalog.h"
@@ -279,6 +282,19 @@ set_local_state(const char *table_name, const char *state, const char *reason)
 			   4, types, values, nulls);
 }
 
+static Oid
+table_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "table %u of rule \"%s\" is gone", relid, rule_name);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
 /* parse "xmin:xmax:xip,..." (pg_snapshot's text) into the copy's filter */
 static void
 set_copy_filter(RuleApplyTable *t, const char *snapshot, const char *until)
@@ -351,6 +367,9 @@ common_columns(PGconn *conn, RuleTable *t)
 static void
 copy_table(PGconn *conn, RuleApplyTable *t, const char *requested, bool mirror)
 {
+	Oid			owner;
+	Oid			saved_user;
+	int			saved_context;
 	Portal		portal;
 	char	   *snapshot;
 	char	   *until;
@@ -364,12 +383,14 @@ copy_table(PGconn *conn, RuleApplyTable *t, const char *requested, bool mirror)
 	slot->rows_total = 0;
 	LWLockRelease(ReplicatorState->lock);
 
+	GetUserIdAndSecContext(&saved_user, &saved_context);
 	/* one snapshot for the rows and for the record of what they hold */
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	XactIsoLevel = XACT_REPEATABLE_READ;
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	owner = table_owner(t->table->relid);
 	if (SPI_execute(psprintf("SELECT pg_catalog.pg_current_snapshot()::text,"
 							 " pg_catalog.pg_current_wal_insert_lsn()::text,"
 							 " (SELECT pg_catalog.count(*) FROM ONLY %s)", t->table->qualified),
@@ -405,6 +426,9 @@ copy_table(PGconn *conn, RuleApplyTable *t, const char *requested, bool mirror)
 			appendStringInfo(&nulls, "%s CASE WHEN t.%s IS NULL THEN %s END",
 							 nulls.len ? "," : "", quote_identifier(lfirst(lc)),
 							 quote_literal_cstr(lfirst(lc)));
+		/* the rows are rendered as their owner (rule_decode.c says why) */
+		SetUserIdAndSecContext(owner, saved_context | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
 		portal = SPI_cursor_open_with_args(NULL,
 										   psprintf("SELECT pg_catalog.row_to_json(t)::text, %s FROM ONLY %s t",
 													nulls.len ?
@@ -412,6 +436,7 @@ copy_table(PGconn *conn, RuleApplyTable *t, const char *requested, bool mirror)
 															 nulls.data) : "NULL::text",
 													t->table->qualified),
 										   0, NULL, NULL, NULL, true, 0);
+		SetUserIdAndSecContext(saved_user, saved_context);
 	}
 	for (;;)
 	{
@@ -419,7 +444,10 @@ copy_table(PGconn *conn, RuleApplyTable *t, const char *requested, bool mirror)
 		char	  **json_nulls;
 
 		CHECK_FOR_INTERRUPTS();
+		SetUserIdAndSecContext(owner, saved_context | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
 		SPI_cursor_fetch(portal, true, RULE_COPY_ROWS);
+		SetUserIdAndSecContext(saved_user, saved_context);
 		if (SPI_processed == 0)
 			break;
 		rows = palloc(sizeof(char *) * SPI_processed);
