@@ -14,6 +14,7 @@
 #include "postgres.h"
 
 #include "access/xlog.h"
+#include "access/xlog_internal.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -460,6 +461,14 @@ replicator_rule_wait(const char *name, int64 timeout_ms)
 	XLogRecPtr	upto = GetXLogInsertRecPtr();
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 
+	/*
+	 * At a page boundary the insert position is past the next page's
+	 * header, where no record ends yet (and which cannot be flushed).
+	 */
+	if (XLogSegmentOffset(upto, wal_segment_size) == SizeOfXLogLongPHD)
+		upto -= SizeOfXLogLongPHD;
+	else if (upto % XLOG_BLCKSZ == SizeOfXLogShortPHD)
+		upto -= SizeOfXLogShortPHD;
 	XLogFlush(upto);
 	for (;;)
 	{
