@@ -51,8 +51,8 @@ replicator_check_admin(void)
 			 errhint("GRANT replicator_admin TO %s;", GetUserNameFromId(GetUserId(), false))));
 }
 
-static char *
-text_arg(FunctionCallInfo fcinfo, int n, const char *what)
+char *
+replicator_text_arg(FunctionCallInfo fcinfo, int n, const char *what)
 {
 	if (PG_ARGISNULL(n))
 		ereport(ERROR,
@@ -98,8 +98,8 @@ checked_conninfo_mask(const char *conninfo, const char *name)
  * owner has privileges on it); returns rows processed.  The caller's rights
  * were checked before.
  */
-static uint64
-catalog_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls)
+uint64
+replicator_catalog_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls)
 {
 	uint64		processed;
 	int			ret;
@@ -119,7 +119,7 @@ change_replica(const char *sql, const char *name)
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(name)};
 
-	if (catalog_exec(sql, 1, types, values, NULL) == 0)
+	if (replicator_catalog_exec(sql, 1, types, values, NULL) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("replica \"%s\" does not exist", name),
@@ -158,9 +158,9 @@ PG_FUNCTION_INFO_V1(replicator_add_replica);
 Datum
 replicator_add_replica(PG_FUNCTION_ARGS)
 {
-	char	   *name = text_arg(fcinfo, 0, "name");
-	char	   *conninfo = text_arg(fcinfo, 1, "conninfo");
-	char	   *role = text_arg(fcinfo, 2, "role");
+	char	   *name = replicator_text_arg(fcinfo, 0, "name");
+	char	   *conninfo = replicator_text_arg(fcinfo, 1, "conninfo");
+	char	   *role = replicator_text_arg(fcinfo, 2, "role");
 	bool		enabled = PG_ARGISNULL(4) ? true : PG_GETARG_BOOL(4);
 
 	/* 1.2's SQL function has no stream_events: check_admin rejects it below */
@@ -210,7 +210,7 @@ replicator_add_replica(PG_FUNCTION_ARGS)
 
 	/* rows inserted any other way arrive paused (dump_restore.c) */
 	replicator_replica_api_insert(true);
-	if (catalog_exec("INSERT INTO replicator.replicas"
+	if (replicator_catalog_exec("INSERT INTO replicator.replicas"
 					 " (name, conninfo, role, lag_tolerance, enabled, created_by, changed_by, stream_events)"
 					 " VALUES ($1, $2, $3, $4, $5, $6, $6, $7) ON CONFLICT (name) DO NOTHING",
 					 7, types, values, nulls) == 0)
@@ -222,9 +222,9 @@ replicator_add_replica(PG_FUNCTION_ARGS)
 	/* the master names this node: epoch 1 of its topology begins */
 	if (strcmp(role, "master") == 0)
 	{
-		catalog_exec("INSERT INTO replicator.node_state (name, epoch, master) VALUES ($1, 1, $1)",
+		replicator_catalog_exec("INSERT INTO replicator.node_state (name, epoch, master) VALUES ($1, 1, $1)",
 					 1, types, values, NULL);
-		catalog_exec("INSERT INTO replicator.epochs (epoch, master, first_id, how)"
+		replicator_catalog_exec("INSERT INTO replicator.epochs (epoch, master, first_id, how)"
 					 " VALUES (1, $1, 1, 'registered')",
 					 1, types, values, NULL);
 	}
@@ -268,9 +268,9 @@ Datum
 replicator_drop_replica(PG_FUNCTION_ARGS)
 {
 	replicator_check_admin();
-	(void) replicator_check_topology_writable(text_arg(fcinfo, 0, "name"), true);
-	check_not_rule_target(text_arg(fcinfo, 0, "name"));
-	change_replica("DELETE FROM replicator.replicas WHERE name OPERATOR(pg_catalog.=) $1", text_arg(fcinfo, 0, "name"));
+	(void) replicator_check_topology_writable(replicator_text_arg(fcinfo, 0, "name"), true);
+	check_not_rule_target(replicator_text_arg(fcinfo, 0, "name"));
+	change_replica("DELETE FROM replicator.replicas WHERE name OPERATOR(pg_catalog.=) $1", replicator_text_arg(fcinfo, 0, "name"));
 	PG_RETURN_VOID();
 }
 
@@ -280,9 +280,9 @@ Datum
 replicator_pause_replica(PG_FUNCTION_ARGS)
 {
 	replicator_check_admin();
-	(void) replicator_check_topology_writable(text_arg(fcinfo, 0, "name"), false);
+	(void) replicator_check_topology_writable(replicator_text_arg(fcinfo, 0, "name"), false);
 	change_replica("UPDATE replicator.replicas SET enabled = false WHERE name OPERATOR(pg_catalog.=) $1",
-				   text_arg(fcinfo, 0, "name"));
+				   replicator_text_arg(fcinfo, 0, "name"));
 	PG_RETURN_VOID();
 }
 
@@ -293,10 +293,10 @@ Datum
 replicator_resume_replica(PG_FUNCTION_ARGS)
 {
 	replicator_check_admin();
-	(void) replicator_check_topology_writable(text_arg(fcinfo, 0, "name"), false);
+	(void) replicator_check_topology_writable(replicator_text_arg(fcinfo, 0, "name"), false);
 	change_replica("UPDATE replicator.replicas SET enabled = true, invalid_reason = NULL,"
 				   " invalid_since = NULL WHERE name OPERATOR(pg_catalog.=) $1",
-				   text_arg(fcinfo, 0, "name"));
+				   replicator_text_arg(fcinfo, 0, "name"));
 	PG_RETURN_VOID();
 }
 
@@ -441,7 +441,7 @@ replica_exists(const char *name)
 	Datum		values[1] = {CStringGetTextDatum(name)};
 
 	/* names are no secret: replica_status shows them to every role */
-	return catalog_exec("SELECT FROM replicator.replicas WHERE name OPERATOR(pg_catalog.=) $1",
+	return replicator_catalog_exec("SELECT FROM replicator.replicas WHERE name OPERATOR(pg_catalog.=) $1",
 						1, types, values, NULL) > 0;
 }
 
@@ -537,18 +537,10 @@ replicator_worker_stats(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	ReplicaSlot *copy = palloc(sizeof(ReplicaSlot) * REPLICATOR_MAX_REPLICAS);
-	int			n = 0;
+	int			n;
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (ReplicatorState == NULL)
-		return (Datum) 0;
-
-	LWLockAcquire(ReplicatorState->lock, LW_SHARED);
-	for (int i = 0; i < REPLICATOR_MAX_REPLICAS; i++)
-		if (ReplicatorState->slots[i].in_use && !ReplicatorState->slots[i].is_rule &&
-			ReplicatorState->slots[i].dboid == MyDatabaseId)
-			copy[n++] = ReplicatorState->slots[i];
-	LWLockRelease(ReplicatorState->lock);
+	n = replicator_copy_slots(MyDatabaseId, false, copy);
 
 	for (int i = 0; i < n; i++)
 	{

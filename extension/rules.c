@@ -41,31 +41,6 @@
 #include "rules.h"
 #include "shmem.h"
 
-static char *
-text_arg(FunctionCallInfo fcinfo, int n, const char *what)
-{
-	if (PG_ARGISNULL(n))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", what)));
-	return text_to_cstring(PG_GETARG_TEXT_PP(n));
-}
-
-static uint64
-catalog_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls)
-{
-	uint64		processed;
-	int			ret;
-
-	SPI_connect();
-	ret = replicator_spi_execute_as_owner(sql, nargs, types, values, nulls, false);
-	if (ret < 0)
-		elog(ERROR, "%s failed: %s", sql, SPI_result_code_string(ret));
-	processed = SPI_processed;
-	SPI_finish();
-	return processed;
-}
-
 /* The rule, or an error naming it. */
 void
 replicator_rule_get(const char *name, RuleConfig *config)
@@ -240,10 +215,10 @@ PG_FUNCTION_INFO_V1(replicator_add_rule);
 Datum
 replicator_add_rule(PG_FUNCTION_ARGS)
 {
-	char	   *name = text_arg(fcinfo, 0, "name");
-	char	   *target = text_arg(fcinfo, 1, "target");
-	char	   *mode = text_arg(fcinfo, 2, "mode");
-	char	   *resolution = text_arg(fcinfo, 4, "conflict_resolution");
+	char	   *name = replicator_text_arg(fcinfo, 0, "name");
+	char	   *target = replicator_text_arg(fcinfo, 1, "target");
+	char	   *mode = replicator_text_arg(fcinfo, 2, "mode");
+	char	   *resolution = replicator_text_arg(fcinfo, 4, "conflict_resolution");
 	char	   *timestamp_column = PG_ARGISNULL(5) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(5));
 	ArrayType  *tables;
 	Datum	   *elems;
@@ -358,7 +333,7 @@ replicator_add_rule(PG_FUNCTION_ARGS)
 		nulls[5] = 'n';
 	/* the statement runs as the owner: CURRENT_USER would name the owner */
 	values[6] = CStringGetTextDatum(GetUserNameFromId(GetUserId(), false));
-	if (catalog_exec("INSERT INTO replicator.rules"
+	if (replicator_catalog_exec("INSERT INTO replicator.rules"
 					 " (name, target, mode, tables, conflict_resolution, timestamp_column, created_by)"
 					 " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
 					 7, types, values, nulls) == 0)
@@ -376,7 +351,7 @@ change_rule(const char *sql, const char *name)
 	Datum		values[1] = {CStringGetTextDatum(name)};
 
 	replicator_check_admin();
-	if (catalog_exec(sql, 1, types, values, NULL) == 0)
+	if (replicator_catalog_exec(sql, 1, types, values, NULL) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("rule \"%s\" does not exist", name),
@@ -390,7 +365,7 @@ Datum
 replicator_drop_rule(PG_FUNCTION_ARGS)
 {
 	change_rule("DELETE FROM replicator.rules WHERE name OPERATOR(pg_catalog.=) $1",
-				text_arg(fcinfo, 0, "name"));
+				replicator_text_arg(fcinfo, 0, "name"));
 	PG_RETURN_VOID();
 }
 
@@ -400,7 +375,7 @@ Datum
 replicator_pause_rule(PG_FUNCTION_ARGS)
 {
 	change_rule("UPDATE replicator.rules SET paused = true WHERE name OPERATOR(pg_catalog.=) $1",
-				text_arg(fcinfo, 0, "name"));
+				replicator_text_arg(fcinfo, 0, "name"));
 	PG_RETURN_VOID();
 }
 
@@ -413,12 +388,12 @@ PG_FUNCTION_INFO_V1(replicator_resume_rule);
 Datum
 replicator_resume_rule(PG_FUNCTION_ARGS)
 {
-	char	   *name = text_arg(fcinfo, 0, "name");
+	char	   *name = replicator_text_arg(fcinfo, 0, "name");
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(name)};
 
 	change_rule("UPDATE replicator.rules SET paused = false WHERE name OPERATOR(pg_catalog.=) $1", name);
-	catalog_exec("UPDATE replicator.rule_tables SET state = 'copy', reason = NULL,"
+	replicator_catalog_exec("UPDATE replicator.rule_tables SET state = 'copy', reason = NULL,"
 				 " copy_requested = pg_catalog.clock_timestamp()"
 				 " WHERE rule OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.=) 'paused'",
 				 1, types, values, NULL);
@@ -498,7 +473,7 @@ PG_FUNCTION_INFO_V1(replicator_wait_for_rule);
 Datum
 replicator_wait_for_rule(PG_FUNCTION_ARGS)
 {
-	char	   *name = text_arg(fcinfo, 0, "name");
+	char	   *name = replicator_text_arg(fcinfo, 0, "name");
 	Interval   *timeout = PG_GETARG_INTERVAL_P(1);
 	int64		timeout_ms;
 	RuleConfig config;
@@ -526,18 +501,10 @@ replicator_rule_worker_stats(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	ReplicaSlot *copy = palloc(sizeof(ReplicaSlot) * REPLICATOR_MAX_REPLICAS);
-	int			n = 0;
+	int			n;
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (ReplicatorState == NULL)
-		return (Datum) 0;
-
-	LWLockAcquire(ReplicatorState->lock, LW_SHARED);
-	for (int i = 0; i < REPLICATOR_MAX_REPLICAS; i++)
-		if (ReplicatorState->slots[i].in_use && ReplicatorState->slots[i].is_rule &&
-			ReplicatorState->slots[i].dboid == MyDatabaseId)
-			copy[n++] = ReplicatorState->slots[i];
-	LWLockRelease(ReplicatorState->lock);
+	n = replicator_copy_slots(MyDatabaseId, true, copy);
 
 	for (int i = 0; i < n; i++)
 	{

@@ -9,6 +9,10 @@
  */
 #include "postgres.h"
 
+#include "utils/snapmgr.h"
+
+#include "access/xact.h"
+
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/stratnum.h"
@@ -166,4 +170,25 @@ replicator_require_sql_version(const char *version)
 				 errmsg("extension \"replicator\" is at version %s, its library at %s", version,
 						REPLICATOR_SQL_VERSION),
 				 errhint("Run ALTER EXTENSION replicator UPDATE.")));
+}
+
+/*
+ * A worker's local transaction with SPI and a snapshot, for reading and
+ * writing the catalog between its remote work.
+ */
+void
+replicator_begin_local(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+void
+replicator_end_local(void)
+{
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
 }

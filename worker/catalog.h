@@ -31,5 +31,7 @@ extern int	replicator_spi_execute_as_owner(const char *sql, int nargs, Oid *type
 											Datum *values, const char *nulls,
 											bool read_only);
 extern bool replicator_replica_requires_password(const char *changed_by);
+extern void replicator_begin_local(void);
+extern void replicator_end_local(void);
 
 #endif							/* REPLICATOR_CATALOG_H */

@@ -15,10 +15,12 @@
  * now: an error names the rows that do not fit, a warning says that every
  * row fits today.  Any other pair of types is an error.
  *
- * The source's data is read through SPI as the extension's owner with
- * search_path pg_catalog, every function and operator named by its schema:
- * the callers are a superuser worker and admins, and no operator planted
- * on a search_path may run for them.
+ * The source's data is read through SPI as the table's owner, restricted,
+ * with search_path pg_catalog, every function and operator named by its
+ * schema: the callers are a superuser worker and admins, and no operator
+ * planted on a search_path may run for them, nor any code the table's
+ * owner chose (a cast of a type of theirs, run to render a value) run as
+ * anyone but that owner.
  *
  *-------------------------------------------------------------------------
  */
@@ -26,18 +28,20 @@
 
 #include "access/htup_details.h"
 #include "access/relation.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
 #include "utils/syscache.h"
 
-#include "catalog.h"
 #include "connection.h"
 #include "rule_compat.h"
 
@@ -438,6 +442,59 @@ type_fit(const TypeDesc *s, const TypeDesc *t, const char *qualified, const char
 }
 
 /*
+ * SPI_execute_with_args() as the owner of table relid, for a statement that
+ * reads its rows: comparing or rendering a value can run code the owner
+ * chose (a cast of an enum, domain or composite type of theirs, a function
+ * or operator of theirs), which must never run as the extension's owner or
+ * the caller.  As PostgreSQL runs a table owner's code in maintenance
+ * commands: restricted, search_path pg_catalog, pg_temp; and row_security
+ * off, so that a policy forced on the owner makes the statement fail
+ * rather than read a subset.  The table is locked (AccessShareLock, until
+ * the transaction ends) before its owner is read, so the owner stays.
+ * Needs SPI connected.
+ */
+static int
+spi_as_table_owner(Oid relid, const char *sql, int nargs, Oid *types, Datum *values,
+				   const char *nulls, bool read_only)
+{
+	HeapTuple	tup;
+	Oid			owner;
+	Oid			saved_userid;
+	int			saved_sec_context;
+	int			save_nestlevel;
+	volatile int ret = 0;
+
+	LockRelationOid(relid, AccessShareLock);
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table with OID %u was dropped while the rule was being checked", relid)));
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+
+	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
+	SetUserIdAndSecContext(owner, saved_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+	PG_TRY();
+	{
+		(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		(void) set_config_option("row_security", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		ret = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, 0);
+	}
+	PG_FINALLY();
+	{
+		AtEOXact_GUC(false, save_nestlevel);
+		SetUserIdAndSecContext(saved_userid, saved_sec_context);
+	}
+	PG_END_TRY();
+	return ret;
+}
+
+/*
  * The rows of table for which cond is true: their number, and up to
  * SAMPLE_ROWS of their keys (*sample: "id=3, id=17 ... (12 rows)"), in
  * the caller's memory context.
@@ -464,7 +521,7 @@ misfits(const RuleTable *table, const char *cond, char **sample)
 
 	initStringInfo(&out);
 	SPI_connect();
-	ret = replicator_spi_execute_as_owner(sql.data, 0, NULL, NULL, NULL, true);
+	ret = spi_as_table_owner(table->relid, sql.data, 0, NULL, NULL, NULL, true);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not check the data of %s: %s", table->qualified,
 			 SPI_result_code_string(ret));

@@ -28,22 +28,30 @@
  * is what gets written.  Every statement here names objects qualified and
  * runs with search_path pinned to pg_catalog, pg_temp, on both sides.
  *
+ * The source's rows are read and rendered as the table's owner, never as
+ * the caller or the extension's owner (superusers): a value's text can run
+ * code the owner chose (a cast of an enum, domain or composite type of
+ * theirs), which must gain nothing by running in a sync.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
-#include "catalog.h"
 #include "connection.h"
 #include "rule_snapshot.h"
 
@@ -91,6 +99,10 @@ typedef struct MirrorState
 	int64		bytes_sent;
 	int64		rows_received;	/* buckets and key hashes from the target */
 	int64		bytes_received;
+	int64		nsrc;			/* rows on the source */
+	int64		ndst;			/* rows on the target before */
+	int64		ndiff;			/* buckets that differed */
+	int64		nbuckets;
 } MirrorState;
 
 /* A target's result: its cells if it returned rows, NULL otherwise. */
@@ -516,12 +528,32 @@ pin_target_settings(MirrorState *st)
 	(void) remote(st, "setting the session", sql.data, lengthof(values), values, NULL);
 }
 
-void
-replicator_rule_mirror_table(PGconn *conn, RuleTable *table, int64 *inserted,
-							 int64 *updated, int64 *deleted, int64 *rows_sent)
+/*
+ * The owner of table, locked (AccessShareLock, until the transaction ends)
+ * so that it stays the owner while its rows are read.
+ */
+static Oid
+table_owner(const RuleTable *table)
 {
-	MirrorState st;
-	TimestampTz start = GetCurrentTimestamp();
+	HeapTuple	tup;
+	Oid			owner;
+
+	LockRelationOid(table->relid, AccessShareLock);
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(table->relid));
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table %s cannot be mirrored: it was dropped", table->qualified)));
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/* The comparison and the writes, on a connected SPI and a settled source. */
+static void
+mirror(MirrorState *st)
+{
+	RuleTable  *table = st->table;
 	List	   *target_cols;
 	List	   *target_types;
 	List	   *others = NIL;
@@ -531,17 +563,106 @@ replicator_rule_mirror_table(PGconn *conn, RuleTable *table, int64 *inserted,
 	char	   *row_hash;
 	char	   *from;
 	char	   *filter = "";
-	int64		nsrc;
-	int64		ndst;
-	int64		ndiff = 0;
-	int64		nbuckets = 0;
 	int			digits = 0;
-	int			nestlevel;
-	ReplicatorExtension ext;
-	Oid			saved_userid;
-	int			saved_sec_context;
 	int			n;
 	char	  **cells;
+
+	(void) remote(st, "BEGIN", "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL, NULL);
+	pin_target_settings(st);
+
+	/* the columns both sides have, in the source's order; the key among them */
+	target_cols = target_columns(st, &target_types);
+	foreach(lc, table->columns)
+	{
+		char	   *col = lfirst(lc);
+		int			at = -1;
+
+		for (int i = 0; i < list_length(target_cols) && at < 0; i++)
+			if (strcmp(list_nth(target_cols, i), col) == 0)
+				at = i;
+		if (at < 0)
+			continue;
+		st->columns = lappend(st->columns, col);
+		st->types = lappend(st->types, list_nth(target_types, at));
+		if (!name_in(table->key, col))
+			others = lappend(others, col);
+	}
+	foreach(lc, table->key)
+		if (!name_in(st->columns, lfirst(lc)))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("table %s cannot be mirrored: key column %s is missing on the target",
+							table->qualified, quote_identifier(lfirst(lc))),
+					 errhint("SELECT * FROM replicator.validate_rule('<rule>') reports what differs between the two tables.")));
+
+	key_text = row_text(table->key);
+	row_hash = row_text(st->columns);
+	st->delete_sql = psprintf("DELETE FROM %s WHERE ctid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.tid[])",
+							  table->qualified);
+	{
+		StringInfoData cast;
+
+		initStringInfo(&cast);
+		forboth(lc, st->columns, tc, st->types)
+			appendStringInfo(&cast, "%s(r.v OPERATOR(pg_catalog.->>) %d)::%s",
+							 foreach_current_index(lc) ? ", " : "", foreach_current_index(lc),
+							 (char *) lfirst(tc));
+		st->upsert_sql = psprintf("INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE SELECT %s"
+								  " FROM pg_catalog.json_array_elements($1::pg_catalog.json) r(v)"
+								  " ON CONFLICT (%s) DO ",
+								  table->qualified, name_list(st->columns, "", ""), cast.data,
+								  name_list(table->key, "", ""));
+	}
+	if (others == NIL)
+		st->upsert_sql = psprintf("%sNOTHING", st->upsert_sql);
+	else
+	{
+		StringInfoData set;
+
+		initStringInfo(&set);
+		foreach(lc, others)
+			appendStringInfo(&set, "%s%s = EXCLUDED.%s", foreach_current_index(lc) ? ", " : "",
+							 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
+		st->upsert_sql = psprintf("%sUPDATE SET %s", st->upsert_sql, set.data);
+	}
+
+	/* no other writer on the target until this transaction ends */
+	(void) remote(st, "locking the table",
+				  psprintf("LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE", table->qualified),
+				  0, NULL, NULL);
+
+	/* about LEAF_ROWS rows per bucket on the larger side */
+	remote_start(st, "counting rows", psprintf("SELECT pg_catalog.count(*) FROM %s", table->qualified));
+	st->nsrc = local_count(table->qualified);
+	cells = remote_collect(st, "counting rows", &n);
+	st->ndst = strtoi64(cells[0], NULL, 10);
+	while (digits < MAX_DIGITS && ((int64) 1 << (4 * digits)) * LEAF_ROWS < Max(st->nsrc, st->ndst))
+		digits++;
+
+	if (digits > 0)
+	{
+		from = psprintf("(SELECT %s AS kt, pg_catalog.md5(%s) AS rh FROM %s t) s",
+						key_text, row_hash, table->qualified);
+		filter = differing_buckets(st, from, digits, &st->ndiff, &st->nbuckets);
+	}
+	else
+		filter = NULL;
+	if (digits == 0 || st->ndiff > 0)
+		compare_rows(st, key_text, row_hash, digits, filter);
+
+	(void) remote(st, "COMMIT", "COMMIT", 0, NULL, NULL);
+}
+
+void
+replicator_rule_mirror_table(PGconn *conn, RuleTable *table, int64 *inserted,
+							 int64 *updated, int64 *deleted, int64 *rows_sent)
+{
+	MirrorState st;
+	TimestampTz start = GetCurrentTimestamp();
+	Oid			owner;
+	int			nestlevel;
+	Oid			saved_userid;
+	int			saved_sec_context;
 	long		secs;
 	int			usecs;
 
@@ -562,111 +683,35 @@ replicator_rule_mirror_table(PGconn *conn, RuleTable *table, int64 *inserted,
 	initStringInfo(&st.deletes);
 	appendStringInfoChar(&st.deletes, '{');
 
-	if (!replicator_extension(&ext))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("extension \"replicator\" is not installed in this database")));
-
 	/*
-	 * The source is read as the extension's owner, as the rule's worker and
-	 * validate_rule read it: a rule, which only an admin adds, decides what
-	 * is copied.  An abort restores the caller's identity and settings.
+	 * The source is read as the table's owner, restricted, as PostgreSQL
+	 * runs a table owner's code in maintenance commands: the rule, which
+	 * only an admin adds, decides what is copied; the owner decides what
+	 * rendering a row runs, and gains nothing by it.  row_security off: a
+	 * policy forced on the owner makes the mirror fail, never copy a
+	 * subset and delete the rest on the target.
 	 */
+	owner = table_owner(table);
 	SPI_connect();
 	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
-	SetUserIdAndSecContext(ext.owner, saved_sec_context |
+	SetUserIdAndSecContext(owner, saved_sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 	nestlevel = NewGUCNestLevel();
-	for (int i = 0; i < (int) lengthof(pinned_settings); i++)
-		(void) set_config_option(pinned_settings[i][0], pinned_settings[i][1], PGC_USERSET,
-								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-
-	(void) remote(&st, "BEGIN", "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL, NULL);
-	pin_target_settings(&st);
-
-	/* the columns both sides have, in the source's order; the key among them */
-	target_cols = target_columns(&st, &target_types);
-	foreach(lc, table->columns)
+	PG_TRY();
 	{
-		char	   *col = lfirst(lc);
-		int			at = -1;
-
-		for (int i = 0; i < list_length(target_cols) && at < 0; i++)
-			if (strcmp(list_nth(target_cols, i), col) == 0)
-				at = i;
-		if (at < 0)
-			continue;
-		st.columns = lappend(st.columns, col);
-		st.types = lappend(st.types, list_nth(target_types, at));
-		if (!name_in(table->key, col))
-			others = lappend(others, col);
+		for (int i = 0; i < (int) lengthof(pinned_settings); i++)
+			(void) set_config_option(pinned_settings[i][0], pinned_settings[i][1], PGC_USERSET,
+									 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+		(void) set_config_option("row_security", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		mirror(&st);
 	}
-	foreach(lc, table->key)
-		if (!name_in(st.columns, lfirst(lc)))
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_COLUMN),
-					 errmsg("table %s cannot be mirrored: key column %s is missing on the target",
-							table->qualified, quote_identifier(lfirst(lc))),
-					 errhint("SELECT * FROM replicator.validate_rule('<rule>') reports what differs between the two tables.")));
-
-	key_text = row_text(table->key);
-	row_hash = row_text(st.columns);
-	st.delete_sql = psprintf("DELETE FROM %s WHERE ctid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.tid[])",
-							 table->qualified);
+	PG_FINALLY();
 	{
-		StringInfoData cast;
-
-		initStringInfo(&cast);
-		forboth(lc, st.columns, tc, st.types)
-			appendStringInfo(&cast, "%s(r.v OPERATOR(pg_catalog.->>) %d)::%s",
-							 foreach_current_index(lc) ? ", " : "", foreach_current_index(lc),
-							 (char *) lfirst(tc));
-		st.upsert_sql = psprintf("INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE SELECT %s"
-								 " FROM pg_catalog.json_array_elements($1::pg_catalog.json) r(v)"
-								 " ON CONFLICT (%s) DO ",
-								 table->qualified, name_list(st.columns, "", ""), cast.data,
-								 name_list(table->key, "", ""));
+		AtEOXact_GUC(false, nestlevel);
+		SetUserIdAndSecContext(saved_userid, saved_sec_context);
 	}
-	if (others == NIL)
-		st.upsert_sql = psprintf("%sNOTHING", st.upsert_sql);
-	else
-	{
-		StringInfoData set;
-
-		initStringInfo(&set);
-		foreach(lc, others)
-			appendStringInfo(&set, "%s%s = EXCLUDED.%s", foreach_current_index(lc) ? ", " : "",
-							 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
-		st.upsert_sql = psprintf("%sUPDATE SET %s", st.upsert_sql, set.data);
-	}
-
-	/* no other writer on the target until this transaction ends */
-	(void) remote(&st, "locking the table",
-				  psprintf("LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE", table->qualified),
-				  0, NULL, NULL);
-
-	/* about LEAF_ROWS rows per bucket on the larger side */
-	remote_start(&st, "counting rows", psprintf("SELECT pg_catalog.count(*) FROM %s", table->qualified));
-	nsrc = local_count(table->qualified);
-	cells = remote_collect(&st, "counting rows", &n);
-	ndst = strtoi64(cells[0], NULL, 10);
-	while (digits < MAX_DIGITS && ((int64) 1 << (4 * digits)) * LEAF_ROWS < Max(nsrc, ndst))
-		digits++;
-
-	if (digits > 0)
-	{
-		from = psprintf("(SELECT %s AS kt, pg_catalog.md5(%s) AS rh FROM %s t) s",
-						key_text, row_hash, table->qualified);
-		filter = differing_buckets(&st, from, digits, &ndiff, &nbuckets);
-	}
-	else
-		filter = NULL;
-	if (digits == 0 || ndiff > 0)
-		compare_rows(&st, key_text, row_hash, digits, filter);
-
-	(void) remote(&st, "COMMIT", "COMMIT", 0, NULL, NULL);
-	AtEOXact_GUC(false, nestlevel);
-	SetUserIdAndSecContext(saved_userid, saved_sec_context);
+	PG_END_TRY();
 	SPI_finish();
 
 	TimestampDifference(start, GetCurrentTimestamp(), &secs, &usecs);
@@ -676,7 +721,7 @@ replicator_rule_mirror_table(PGconn *conn, RuleTable *table, int64 *inserted,
 					" " INT64_FORMAT " of " INT64_FORMAT " buckets differed; source " INT64_FORMAT " rows, target " INT64_FORMAT " rows before; %ld.%03d s",
 					table->qualified, st.inserted, st.updated, st.deleted,
 					st.rows_sent, st.bytes_sent, st.rows_received, st.bytes_received,
-					ndiff, nbuckets, nsrc, ndst, secs, usecs / 1000)));
+					st.ndiff, st.nbuckets, st.nsrc, st.ndst, secs, usecs / 1000)));
 	*inserted += st.inserted;
 	*updated += st.updated;
 	*deleted += st.deleted;

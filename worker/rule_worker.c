@@ -146,23 +146,6 @@ report_position(XLogRecPtr applied, int64 pending, TimestampTz oldest)
 }
 
 static void
-begin_local(void)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-}
-
-static void
-end_local(void)
-{
-	PopActiveSnapshot();
-	SPI_finish();
-	CommitTransactionCommand();
-}
-
-static void
 local_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls)
 {
 	int			ret = replicator_spi_execute_as_owner(sql, nargs, types, values, nulls, false);
@@ -413,7 +396,7 @@ copy_table(PGconn *conn, RuleApplyTable *t, const char *requested, bool mirror)
 		 * transaction; done again if the record below is lost).
 		 */
 		replicator_rule_mirror_table(conn, t->table, &t->inserted, &t->updated, &t->deleted, &sent);
-		end_local();
+		replicator_end_local();
 		goto record;
 	}
 	{
@@ -466,7 +449,7 @@ copy_table(PGconn *conn, RuleApplyTable *t, const char *requested, bool mirror)
 		LWLockRelease(ReplicatorState->lock);
 	}
 	SPI_cursor_close(portal);
-	end_local();
+	replicator_end_local();
 
 record:
 	record = psprintf("DELETE FROM replicator_apply.copies WHERE source = %s AND slot = %s AND table_name = %s;\n"
@@ -492,17 +475,17 @@ record:
 		PQclear(replicator_remote_exec(conn, "ROLLBACK", 0, NULL));
 		replicator_rule_apply_reset(&apply);
 		t->inserted = t->updated = t->deleted = t->conflicts = 0;
-		begin_local();
+		replicator_begin_local();
 		set_local_state(t->table->qualified, "paused", psprintf("initial copy failed: %s", error));
-		end_local();
+		replicator_end_local();
 		t->paused = true;
 	}
 	else
 	{
 		set_copy_filter(t, snapshot, until);
-		begin_local();
+		replicator_begin_local();
 		set_local_state(t->table->qualified, "ready", NULL);
-		end_local();
+		replicator_end_local();
 	}
 	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
 	slot->copy_table[0] = '\0';
@@ -545,7 +528,7 @@ prepare_tables(PGconn *conn)
 								quote_literal_cstr(source_id), quote_literal_cstr(slot_name)),
 				 PGRES_TUPLES_OK);
 
-	begin_local();
+	replicator_begin_local();
 	old = MemoryContextSwitchTo(tables_cxt);
 	resolved = replicator_rule_resolve(&config, &missing);
 	MemoryContextSwitchTo(old);
@@ -581,7 +564,7 @@ prepare_tables(PGconn *conn)
 		if (!ever_ran)
 		{
 			report(REPLICA_INVALID, psprintf("validate_rule reports errors: %s", why.data));
-			end_local();
+			replicator_end_local();
 			PQclear(res);
 			return false;
 		}
@@ -633,7 +616,7 @@ prepare_tables(PGconn *conn)
 		else if (strcmp(state, "ready") != 0)
 			set_local_state(rt->qualified, "ready", NULL);
 	}
-	end_local();
+	replicator_end_local();
 	PQclear(res);
 
 	/* the copies, each in its own snapshot and target transaction */
@@ -753,7 +736,7 @@ record_locally(void)
 			any = true;
 	if (!any)
 		return;
-	begin_local();
+	replicator_begin_local();
 	foreach(lc, apply.conflicts)
 	{
 		RuleConflict *c = lfirst(lc);
@@ -802,7 +785,7 @@ record_locally(void)
 				   6, types, values, NULL);
 		t->inserted = t->updated = t->deleted = t->conflicts = 0;
 	}
-	end_local();
+	replicator_end_local();
 	replicator_rule_apply_recorded(&apply);
 }
 
@@ -834,9 +817,9 @@ batch_failed(PGconn *conn)
 					rule_name, t->table->qualified, error),
 			 errhint("Fix the target, then SELECT replicator.resume_rule('%s') copies the table again.",
 					 rule_name)));
-	begin_local();
+	replicator_begin_local();
 	set_local_state(t->table->qualified, "paused", error);
-	end_local();
+	replicator_end_local();
 	t->paused = true;
 }
 
@@ -952,7 +935,7 @@ decode(PGconn *conn)
 static bool
 ensure_slot(void)
 {
-	begin_local();
+	replicator_begin_local();
 	if (SPI_execute(psprintf("SELECT wal_status FROM pg_catalog.pg_replication_slots"
 							 " WHERE slot_name OPERATOR(pg_catalog.=) %s",
 							 quote_literal_cstr(slot_name)), true, 0) != SPI_OK_SELECT)
@@ -979,14 +962,14 @@ ensure_slot(void)
 		}
 		else
 		{
-			end_local();
+			replicator_end_local();
 			return false;
 		}
 	}
-	end_local();
+	replicator_end_local();
 	{
 		/* its own transaction: the slot waits for transactions under way */
-		begin_local();
+		replicator_begin_local();
 		if (SPI_execute(psprintf("SELECT pg_catalog.pg_create_logical_replication_slot(%s, 'replicator')",
 								 quote_literal_cstr(slot_name)), false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not create slot %s", slot_name);
@@ -995,7 +978,7 @@ ensure_slot(void)
 				   " copy_requested = pg_catalog.clock_timestamp()"
 				   " WHERE rule OPERATOR(pg_catalog.=) $1",
 				   1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(rule_name)}, NULL);
-		end_local();
+		replicator_end_local();
 		ereport(LOG, (errmsg("rule \"%s\": created replication slot %s", rule_name, slot_name)));
 	}
 	return true;
@@ -1043,19 +1026,19 @@ replicator_rule_main(Datum arg)
 	{
 		MemoryContext old;
 
-		begin_local();
+		replicator_begin_local();
 		old = MemoryContextSwitchTo(TopMemoryContext);
 		if (!replicator_rule_read(rule_name, &config) || config.paused || !config.cdc)
 		{
 			MemoryContextSwitchTo(old);
-			end_local();
+			replicator_end_local();
 			proc_exit(0);
 		}
 		slot_name = replicator_rule_slot_name(config.id);
 		requires_password = replicator_replica_requires_password(config.changed_by);
 		source_id = psprintf(UINT64_FORMAT, GetSystemIdentifier());
 		MemoryContextSwitchTo(old);
-		end_local();
+		replicator_end_local();
 
 		new_slot = ensure_slot();
 		ReplicationSlotAcquire(slot_name, true);
@@ -1080,11 +1063,11 @@ replicator_rule_main(Datum arg)
 				ereport(WARNING,
 						(errmsg("rule \"%s\": target \"%s\" is behind what it confirmed: its tables are copied again",
 								rule_name, config.target)));
-				begin_local();
+				replicator_begin_local();
 				local_exec("UPDATE replicator.rule_tables SET state = 'copy', copy_requested = pg_catalog.clock_timestamp()"
 						   " WHERE rule OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.<>) 'paused'",
 						   1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(rule_name)}, NULL);
-				end_local();
+				replicator_end_local();
 			}
 			recorded_lsn = MyReplicationSlot->data.confirmed_flush;
 			if (!commit_batch(recorded_lsn))
@@ -1115,14 +1098,14 @@ replicator_rule_main(Datum arg)
 			{
 				RuleConfig	now;
 
-				begin_local();
+				replicator_begin_local();
 				if (!replicator_rule_read(rule_name, &now) || now.paused || now.id != config.id ||
 					strcmp(now.conninfo, config.conninfo) != 0 || now.resolution != config.resolution)
 				{
-					end_local();
+					replicator_end_local();
 					proc_exit(1);
 				}
-				end_local();
+				replicator_end_local();
 			}
 		}
 	}

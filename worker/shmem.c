@@ -435,3 +435,20 @@ replicator_release_database(Oid dboid, uint64 scanned_generation)
 	}
 	LWLockRelease(ReplicatorState->lock);
 }
+
+/* Copy dboid's slots of one kind (destinations or rules) into out; how many. */
+int
+replicator_copy_slots(Oid dboid, bool is_rule, ReplicaSlot *out)
+{
+	int			n = 0;
+
+	if (ReplicatorState == NULL)
+		return 0;
+	LWLockAcquire(ReplicatorState->lock, LW_SHARED);
+	for (int i = 0; i < REPLICATOR_MAX_REPLICAS; i++)
+		if (ReplicatorState->slots[i].in_use && ReplicatorState->slots[i].is_rule == is_rule &&
+			ReplicatorState->slots[i].dboid == dboid)
+			out[n++] = ReplicatorState->slots[i];
+	LWLockRelease(ReplicatorState->lock);
+	return n;
+}

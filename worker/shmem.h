@@ -137,6 +137,7 @@ extern void replicator_database_drop_failed(Oid dboid);
 extern void replicator_release_database(Oid dboid, uint64 scanned_generation);
 extern uint64 replicator_catalog_generation(Oid dboid);
 extern const char *replicator_replica_state_name(ReplicaState state);
+extern int	replicator_copy_slots(Oid dboid, bool is_rule, ReplicaSlot *out);
 
 
 /* signals sent at commit of the calling transaction */

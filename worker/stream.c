@@ -224,23 +224,6 @@ backoff(int attempt)
 	sleep_ms(ms);
 }
 
-static void
-begin_local(void)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-}
-
-static void
-end_local(void)
-{
-	PopActiveSnapshot();
-	SPI_finish();
-	CommitTransactionCommand();
-}
-
 /*
  * Read our row of the catalog; needs a local transaction.  The conninfo is
  * allocated in the current memory context.
@@ -302,12 +285,12 @@ update_catalog(const char *sql, const char *value)
 	Oid			argtypes[2] = {TEXTOID, TEXTOID};
 	Datum		args[2];
 
-	begin_local();
+	replicator_begin_local();
 	args[0] = CStringGetTextDatum(replica);
 	args[1] = CStringGetTextDatum(value);
 	if (SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not update replicator.replicas");
-	end_local();
+	replicator_end_local();
 }
 
 /* The destination failed validation: say why in the catalog and stop. */
@@ -647,11 +630,11 @@ node_duties(ApplySet *apply, const ReplicaConfig *connected, const char *topolog
 		*push_due = false;
 	}
 
-	begin_local();
+	replicator_begin_local();
 	max_id = replicator_local_max_id(connected->nspid, &max_ts);
 	if (position < max_id)
 		behind_since = replicator_event_ts(connected->nspid, position + 1);
-	end_local();
+	replicator_end_local();
 	if ((error = replicator_heartbeat_remote(conn, connected->epoch, max_id, behind_since)) != NULL)
 		return psprintf("master_heartbeat: %s", error);
 	*last_heartbeat = GetCurrentTimestamp();
@@ -744,7 +727,7 @@ stream(ApplySet *apply, const ReplicaConfig *connected, bool is_node)
 		/* the latch is reset before reading, so no commit goes unnoticed */
 		ResetLatch(MyLatch);
 		MemoryContextReset(batch_cxt);
-		begin_local();
+		replicator_begin_local();
 
 		/*
 		 * A committed pause, drop or DROP EXTENSION must stop us before the
@@ -762,12 +745,12 @@ stream(ApplySet *apply, const ReplicaConfig *connected, bool is_node)
 			MemoryContextSwitchTo(old);
 			if (!config.exists)
 			{
-				end_local();
+				replicator_end_local();
 				stop_streaming("replica dropped, paused or invalid, or extension dropped");
 			}
 			if ((why = changed_since_connect(&config, connected)) != NULL)
 			{
-				end_local();
+				replicator_end_local();
 				return MemoryContextStrdup(conn_cxt, why);
 			}
 			/* a changed topology goes to the node once the sessions are idle */
@@ -788,7 +771,7 @@ stream(ApplySet *apply, const ReplicaConfig *connected, bool is_node)
 		read = read_batch(connected->nspid, connected->events_relid,
 						  replicator_apply_sent_upto(apply), &batch, apply, &commit_lsn);
 		MemoryContextSwitchTo(old);
-		end_local();
+		replicator_end_local();
 		MemoryContextSwitchTo(conn_cxt);
 		if (read == READ_REPLACED)
 			return pstrdup("the extension was dropped and created again: starting over with full checks");
@@ -921,10 +904,10 @@ replicator_stream_main(Datum arg)
 	 */
 	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
 
-	begin_local();
+	replicator_begin_local();
 	appname = MemoryContextStrdup(TopMemoryContext,
 								  psprintf("replicator:%s:%s", get_database_name(MyDatabaseId), replica));
-	end_local();
+	replicator_end_local();
 	pgstat_report_appname(appname);
 
 	conn_cxt = AllocSetContextCreate(TopMemoryContext, "replicator connection",
@@ -952,13 +935,13 @@ replicator_stream_main(Datum arg)
 
 		/* everything of one connection lives in conn_cxt */
 		MemoryContextReset(conn_cxt);
-		begin_local();
+		replicator_begin_local();
 		spi_cxt = MemoryContextSwitchTo(conn_cxt);
 		config = read_config();
 		if (config.exists)
 			replicator_read_source_facts(config.nspid, replica, &facts);
 		MemoryContextSwitchTo(spi_cxt);
-		end_local();
+		replicator_end_local();
 		MemoryContextSwitchTo(conn_cxt);
 		if (!config.exists)
 			stop_streaming("replica dropped, paused or invalid, or extension dropped");
