@@ -31,6 +31,7 @@
 #include "replicas.h"
 #include "rule_apply.h"
 #include "rule_catalog.h"
+#include "rule_decode.h"
 #include "rules.h"
 
 typedef struct SetAside
@@ -78,7 +79,7 @@ forget(int64 id)
 	SPI_finish();
 }
 
-/* The source's row of that key now, as row_to_json; NULL if it has none. */
+/* The source's row of that key now, as the decoder renders it; NULL if none. */
 static char *
 source_row(RuleTable *table, const char *key)
 {
@@ -96,7 +97,7 @@ source_row(RuleTable *table, const char *key)
 	volatile int ret = 0;
 
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT pg_catalog.row_to_json(t)::text FROM ONLY %s t,"
+	appendStringInfo(&sql, "SELECT t.* FROM ONLY %s t,"
 					 " pg_catalog.jsonb_populate_record(NULL::%s, $1::pg_catalog.jsonb) k WHERE ",
 					 table->qualified, table->qualified);
 	foreach(lc, table->key)
@@ -133,7 +134,18 @@ source_row(RuleTable *table, const char *key)
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read %s", table->qualified);
 	if (SPI_processed == 1)
-		row = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	{
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		Datum	   *values = palloc(sizeof(Datum) * desc->natts);
+		bool	   *isnull = palloc(sizeof(bool) * desc->natts);
+
+		heap_deform_tuple(SPI_tuptable->vals[0], desc, values, isnull);
+		SetUserIdAndSecContext(owner, saved_context | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
+		row = replicator_rule_row_json(desc, values, isnull, NULL);
+		SetUserIdAndSecContext(saved_user, saved_context);
+		row = MemoryContextStrdup(cxt, row);
+	}
 	SPI_finish();
 	return row;
 }

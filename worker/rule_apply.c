@@ -99,12 +99,12 @@ set_columns(RuleApply *apply)
 }
 
 /*
- * The new row's values.  A json or jsonb column's JSON null would come out
- * of json_populate_record as SQL NULL: the element's "z" names the columns
- * that are SQL NULL, any other null is a JSON null.
+ * A row's values ('n': new, 'o': old).  json_populate_record would make a
+ * json or jsonb column's JSON null a SQL NULL: the element leaves SQL NULLs
+ * out (rule_decode.c), so a null that is there is a JSON null.
  */
 static void
-append_new_values(StringInfo buf, List *cols, List *json_columns)
+append_values(StringInfo buf, List *cols, List *json_columns, char which)
 {
 	ListCell   *lc;
 
@@ -120,14 +120,13 @@ append_new_values(StringInfo buf, List *cols, List *json_columns)
 		if (foreach_current_index(lc) > 0)
 			appendStringInfoString(buf, ", ");
 		if (!is_json)
-			appendStringInfo(buf, "(s.n).%s", q);
+			appendStringInfo(buf, "(s.%c).%s", which, q);
 		else
 			appendStringInfo(buf,
-							 "CASE WHEN pg_catalog.json_typeof(s.j OPERATOR(pg_catalog.->) 'n'"
+							 "CASE WHEN pg_catalog.json_typeof(s.j OPERATOR(pg_catalog.->) '%c'"
 							 " OPERATOR(pg_catalog.->) %s) OPERATOR(pg_catalog.=) 'null'"
-							 " AND NOT coalesce((s.j OPERATOR(pg_catalog.->) 'z')::pg_catalog.jsonb"
-							 " OPERATOR(pg_catalog.?) %s, false) THEN 'null' ELSE (s.n).%s END",
-							 quote_literal_cstr(col), quote_literal_cstr(col), q);
+							 " THEN 'null' ELSE (s.%c).%s END",
+							 which, quote_literal_cstr(col), which, q);
 	}
 }
 
@@ -191,7 +190,7 @@ append_run_statement(RuleApply *apply)
 		appendStringInfoString(&c, "ROW(");
 		append_cols(&c, cols, "t.");
 		appendStringInfoString(&c, ") IS DISTINCT FROM ROW(");
-		append_cols(&c, cols, "(s.o).");
+		append_values(&c, cols, t->table->json_columns, 'o');
 		appendStringInfoChar(&c, ')');
 		changed = c.data;
 	}
@@ -233,7 +232,7 @@ append_run_statement(RuleApply *apply)
 	appendStringInfo(b, " cur AS MATERIALIZED (SELECT s.ord, pg_catalog.to_jsonb(t.*) AS row, ROW(");
 	append_cols(b, cols, "t.");
 	appendStringInfoString(b, ") IS NOT DISTINCT FROM ROW(");
-	append_new_values(b, cols, t->table->json_columns);
+	append_values(b, cols, t->table->json_columns, 'n');
 	appendStringInfo(b, ") AS same, %s AS changed, %s AS newer FROM s JOIN %s t ON ", changed,
 					 source_newer, T);
 	append_key_match(b, key, "t.", "(s.o).");
@@ -255,14 +254,14 @@ append_run_statement(RuleApply *apply)
 		appendStringInfo(b, " w AS (UPDATE %s t SET (", T);
 		append_cols(b, setcols, "");
 		appendStringInfoString(b, ") = ROW(");
-		append_new_values(b, setcols, t->table->json_columns);
+		append_values(b, setcols, t->table->json_columns, 'n');
 		appendStringInfoString(b, ") FROM s JOIN cur USING (ord) WHERE ");
 		append_key_match(b, key, "t.", "(s.o).");
 		appendStringInfo(b, " AND %s RETURNING s.ord),", apply_existing);
 		appendStringInfo(b, " ins AS (INSERT INTO %s (", T);
 		append_cols(b, cols, "");
 		appendStringInfoString(b, ") SELECT ");
-		append_new_values(b, cols, t->table->json_columns);
+		append_values(b, cols, t->table->json_columns, 'n');
 		appendStringInfo(b, " FROM s WHERE %s AND NOT EXISTS (SELECT FROM cur WHERE cur.ord = s.ord)"
 						 " ORDER BY s.ord ON CONFLICT DO NOTHING RETURNING 1)", insert_missing);
 	}
@@ -433,11 +432,6 @@ replicator_rule_apply_change(RuleApply *apply, RuleApplyTable *table, const Rule
 		appendStringInfoString(&apply->run, ",\"n\":");
 		appendStringInfoString(&apply->run, change->new_row);
 	}
-	if (change->new_nulls)
-	{
-		appendStringInfoString(&apply->run, ",\"z\":");
-		appendStringInfoString(&apply->run, change->new_nulls);
-	}
 	if (txn)
 	{
 		appendStringInfoString(&apply->run, ",\"c\":");
@@ -452,10 +446,9 @@ replicator_rule_apply_change(RuleApply *apply, RuleApplyTable *table, const Rule
 		(void) replicator_rule_apply_send(apply, NULL);
 }
 
-/* Rows of an initial copy (row_to_json texts): inserts without a txn. */
+/* Rows of an initial copy (replicator_rule_row_json): inserts without a txn. */
 void
-replicator_rule_apply_rows(RuleApply *apply, RuleApplyTable *table, char **rows, char **json_nulls,
-						   int n)
+replicator_rule_apply_rows(RuleApply *apply, RuleApplyTable *table, char **rows, int n)
 {
 	for (int i = 0; i < n; i++)
 	{
@@ -465,7 +458,6 @@ replicator_rule_apply_rows(RuleApply *apply, RuleApplyTable *table, char **rows,
 		change.op = RULE_INSERT;
 		change.relid = table->table->relid;
 		change.new_row = rows[i];
-		change.new_nulls = json_nulls ? json_nulls[i] : NULL;
 		/* a copy never meets a key twice */
 		change.key = NULL;
 		replicator_rule_apply_change(apply, table, NULL, &change);

@@ -87,8 +87,7 @@ extern void replicator_rule_apply_init(RuleApply *apply, PGconn *conn, const Rul
 									   const char *source, const char *slot);
 extern void replicator_rule_apply_change(RuleApply *apply, RuleApplyTable *table,
 										 const RuleTxn *txn, RuleChange *change);
-extern void replicator_rule_apply_rows(RuleApply *apply, RuleApplyTable *table, char **rows,
-									   char **json_nulls, int n);
+extern void replicator_rule_apply_rows(RuleApply *apply, RuleApplyTable *table, char **rows, int n);
 extern bool replicator_rule_apply_send(RuleApply *apply, const char *extra_sql);
 extern bool replicator_rule_apply_commit(RuleApply *apply, XLogRecPtr lsn, const char *extra_sql);
 extern void replicator_rule_apply_reset(RuleApply *apply);

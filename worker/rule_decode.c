@@ -5,7 +5,7 @@
  *
  * A rule's worker decodes its slot in its own process (rule_worker.c) and
  * sets replicator_rule_decode_sink: every change of a committed transaction
- * reaches it as row_to_json of its rows, which the target turns back into
+ * reaches it as JSON of its rows, which the target turns back into
  * its own row type (json_populate_record), whatever the column order.
  * Anywhere else, as through pg_logical_slot_peek_changes(), the plugin
  * writes the same JSON as text, one line per change: handy to look at.
@@ -92,54 +92,60 @@ decode_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr com
 }
 
 /*
- * row_to_json of a decoded tuple.  Columns an update left TOASTed on disk
- * are not in the WAL: they become NULL here and are named in *unchanged.
+ * A row as a JSON object, column name to value, for json_populate_record
+ * on the target.  Values are their type's output (as pgoutput sends them),
+ * never a cast to json: a cast is code a type's owner chose, and decoding
+ * cannot run SQL.  json and jsonb values go as JSON, the rest as strings
+ * the target's input functions read.  A SQL NULL is left out, so that a
+ * JSON null stays one; so are columns an update left TOASTed on disk,
+ * which are not in the WAL (named in *unchanged).
  */
+char *
+replicator_rule_row_json(TupleDesc desc, Datum *values, bool *nulls, List **unchanged)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Oid			typoutput;
+		bool		varlena;
+		char	   *text;
+
+		if (att->attisdropped || nulls[i])
+			continue;
+		/* decoding an update: a value on disk is one it left unchanged */
+		if (unchanged && att->attlen == -1 && VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(values[i])))
+		{
+			*unchanged = lappend(*unchanged, pstrdup(NameStr(att->attname)));
+			continue;
+		}
+		getTypeOutputInfo(att->atttypid, &typoutput, &varlena);
+		text = OidOutputFunctionCall(typoutput, values[i]);
+		if (buf.len > 1)
+			appendStringInfoChar(&buf, ',');
+		escape_json(&buf, NameStr(att->attname));
+		appendStringInfoChar(&buf, ':');
+		if (att->atttypid == JSONOID || att->atttypid == JSONBOID)
+			appendStringInfoString(&buf, text);
+		else
+			escape_json(&buf, text);
+	}
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
+}
+
 static char *
-tuple_json(Relation rel, HeapTuple tuple, List **unchanged, char **json_nulls)
+tuple_json(Relation rel, HeapTuple tuple, List **unchanged)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	Datum	   *values = palloc(sizeof(Datum) * desc->natts);
 	bool	   *nulls = palloc(sizeof(bool) * desc->natts);
-	HeapTuple	copy;
 
 	heap_deform_tuple(tuple, desc, values, nulls);
-	if (json_nulls)
-	{
-		StringInfoData buf;
-
-		initStringInfo(&buf);
-		for (int i = 0; i < desc->natts; i++)
-		{
-			Form_pg_attribute att = TupleDescAttr(desc, i);
-
-			if (!att->attisdropped && nulls[i] &&
-				(att->atttypid == JSONOID || att->atttypid == JSONBOID))
-			{
-				appendStringInfoChar(&buf, buf.len ? ',' : '[');
-				escape_json(&buf, NameStr(att->attname));
-			}
-		}
-		if (buf.len)
-			appendStringInfoChar(&buf, ']');
-		*json_nulls = buf.len ? buf.data : NULL;
-	}
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (att->attisdropped || nulls[i] || att->attlen != -1)
-			continue;
-		if (VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(values[i])))
-		{
-			nulls[i] = true;
-			if (unchanged)
-				*unchanged = lappend(*unchanged, pstrdup(NameStr(att->attname)));
-		}
-	}
-	copy = heap_form_tuple(desc, values, nulls);
-	return TextDatumGetCString(DirectFunctionCall1(row_to_json,
-												   heap_copy_tuple_as_datum(copy, desc)));
+	return replicator_rule_row_json(desc, values, nulls, unchanged);
 }
 
 /* The replica identity's values, as text: equal keys, equal strings. */
@@ -216,17 +222,16 @@ decode_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 	{
 		case REORDER_BUFFER_CHANGE_INSERT:
 			change.op = RULE_INSERT;
-			change.new_row = tuple_json(rel, &rb_change->data.tp.newtuple->tuple, NULL, &change.new_nulls);
+			change.new_row = tuple_json(rel, &rb_change->data.tp.newtuple->tuple, NULL);
 			change.key = tuple_key(rel, &rb_change->data.tp.newtuple->tuple);
 			break;
 		case REORDER_BUFFER_CHANGE_UPDATE:
 			change.op = RULE_UPDATE;
-			change.new_row = tuple_json(rel, &rb_change->data.tp.newtuple->tuple, &change.unchanged,
-										&change.new_nulls);
+			change.new_row = tuple_json(rel, &rb_change->data.tp.newtuple->tuple, &change.unchanged);
 			change.key = tuple_key(rel, &rb_change->data.tp.newtuple->tuple);
 			if (rb_change->data.tp.oldtuple)
 			{
-				change.old_row = tuple_json(rel, &rb_change->data.tp.oldtuple->tuple, NULL, NULL);
+				change.old_row = tuple_json(rel, &rb_change->data.tp.oldtuple->tuple, NULL);
 				change.old_key = tuple_key(rel, &rb_change->data.tp.oldtuple->tuple);
 			}
 			else
@@ -237,7 +242,7 @@ decode_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 			/* without a replica identity there is nothing to find the row by */
 			if (rb_change->data.tp.oldtuple == NULL)
 				goto done;
-			change.old_row = tuple_json(rel, &rb_change->data.tp.oldtuple->tuple, NULL, NULL);
+			change.old_row = tuple_json(rel, &rb_change->data.tp.oldtuple->tuple, NULL);
 			change.key = tuple_key(rel, &rb_change->data.tp.oldtuple->tuple);
 			break;
 		default:

@@ -14,6 +14,7 @@
 
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
+#include "access/tupdesc.h"
 #include "nodes/pg_list.h"
 
 typedef enum RuleOp
@@ -37,10 +38,7 @@ typedef struct RuleChange
 {
 	RuleOp		op;
 	Oid			relid;
-	char	   *new_row;		/* row_to_json of the new row (insert, update) */
-	char	   *new_nulls;		/* JSON array of its json/jsonb columns that
-								 * are SQL NULL (row_to_json writes null for
-								 * both those and JSON nulls); NULL if none */
+	char	   *new_row;		/* the new row as JSON (insert, update) */
 	char	   *old_row;		/* of the old key, or the old row under
 								 * REPLICA IDENTITY FULL (update, delete);
 								 * NULL for an update that kept its key */
@@ -61,6 +59,9 @@ typedef struct RuleDecodeSink
 	void		(*commit) (void *arg, const RuleTxn *txn);
 	void	   *arg;
 } RuleDecodeSink;
+
+extern char *replicator_rule_row_json(TupleDesc desc, Datum *values, bool *nulls,
+									  List **unchanged);
 
 /* Set by the worker before it decodes; NULL in any other process. */
 extern RuleDecodeSink *replicator_rule_decode_sink;

@@ -400,47 +400,41 @@ copy_table(PGconn *conn, RuleApplyTable *t, const char *requested, bool mirror)
 		goto record;
 	}
 	{
-		/* json and jsonb columns that are SQL NULL, as the decoder names them */
-		StringInfoData nulls;
-		ListCell   *lc;
-
-		initStringInfo(&nulls);
-		foreach(lc, t->table->json_columns)
-			appendStringInfo(&nulls, "%s CASE WHEN t.%s IS NULL THEN %s END",
-							 nulls.len ? "," : "", quote_identifier(lfirst(lc)),
-							 quote_literal_cstr(lfirst(lc)));
 		/* the rows are rendered as their owner (rule_decode.c says why) */
 		SetUserIdAndSecContext(owner, saved_context | SECURITY_LOCAL_USERID_CHANGE |
 							   SECURITY_RESTRICTED_OPERATION);
-		portal = SPI_cursor_open_with_args(NULL,
-										   psprintf("SELECT pg_catalog.row_to_json(t)::text, %s FROM ONLY %s t",
-													nulls.len ?
-													psprintf("pg_catalog.json_strip_nulls(pg_catalog.json_build_array(%s))::text",
-															 nulls.data) : "NULL::text",
-													t->table->qualified),
+		portal = SPI_cursor_open_with_args(NULL, psprintf("SELECT * FROM ONLY %s", t->table->qualified),
 										   0, NULL, NULL, NULL, true, 0);
 		SetUserIdAndSecContext(saved_user, saved_context);
 	}
 	for (;;)
 	{
 		char	  **rows;
-		char	  **json_nulls;
+		TupleDesc	desc;
+		Datum	   *values;
+		bool	   *nulls;
 
 		CHECK_FOR_INTERRUPTS();
 		SetUserIdAndSecContext(owner, saved_context | SECURITY_LOCAL_USERID_CHANGE |
 							   SECURITY_RESTRICTED_OPERATION);
 		SPI_cursor_fetch(portal, true, RULE_COPY_ROWS);
-		SetUserIdAndSecContext(saved_user, saved_context);
 		if (SPI_processed == 0)
+		{
+			SetUserIdAndSecContext(saved_user, saved_context);
 			break;
+		}
+		/* as the decoder renders them: the same values either way */
+		desc = SPI_tuptable->tupdesc;
+		values = palloc(sizeof(Datum) * desc->natts);
+		nulls = palloc(sizeof(bool) * desc->natts);
 		rows = palloc(sizeof(char *) * SPI_processed);
-		json_nulls = palloc(sizeof(char *) * SPI_processed);
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
-			rows[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-			json_nulls[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+			heap_deform_tuple(SPI_tuptable->vals[i], desc, values, nulls);
+			rows[i] = replicator_rule_row_json(desc, values, nulls, NULL);
 		}
-		replicator_rule_apply_rows(&apply, t, rows, json_nulls, (int) SPI_processed);
+		SetUserIdAndSecContext(saved_user, saved_context);
+		replicator_rule_apply_rows(&apply, t, rows, (int) SPI_processed);
 		copied += SPI_processed;
 		if (!replicator_rule_apply_send(&apply, NULL))
 			break;
