@@ -189,9 +189,9 @@ append_run_statement(RuleApply *apply)
 		initStringInfo(&c);
 		appendStringInfoString(&c, "ROW(");
 		append_cols(&c, cols, "t.");
-		appendStringInfoString(&c, ") IS DISTINCT FROM ROW(");
+		appendStringInfoString(&c, ")::text IS DISTINCT FROM ROW(");
 		append_values(&c, cols, t->table->json_columns, 'o');
-		appendStringInfoChar(&c, ')');
+		appendStringInfoString(&c, ")::text");
 		changed = c.data;
 	}
 	else if (apply->resolution == RULE_LAST_WRITE_WINS)
@@ -231,9 +231,10 @@ append_run_statement(RuleApply *apply)
 	/* the target rows the changes meet, before any write */
 	appendStringInfo(b, " cur AS MATERIALIZED (SELECT s.ord, pg_catalog.to_jsonb(t.*) AS row, ROW(");
 	append_cols(b, cols, "t.");
-	appendStringInfoString(b, ") IS NOT DISTINCT FROM ROW(");
+	/* as text: json, xml or point have no = operator */
+	appendStringInfoString(b, ")::text IS NOT DISTINCT FROM ROW(");
 	append_values(b, cols, t->table->json_columns, 'n');
-	appendStringInfo(b, ") AS same, %s AS changed, %s AS newer FROM s JOIN %s t ON ", changed,
+	appendStringInfo(b, ")::text AS same, %s AS changed, %s AS newer FROM s JOIN %s t ON ", changed,
 					 source_newer, T);
 	append_key_match(b, key, "t.", "(s.o).");
 	if (apply->use_origin)
@@ -291,6 +292,24 @@ append_run_statement(RuleApply *apply)
 		t->deleted += apply->run_rows;
 }
 
+/* Open the target transaction, if not yet: with its origin, if it has one. */
+static void
+open_xact(RuleApply *apply)
+{
+	if (apply->xact_open)
+		return;
+	appendStringInfoString(&apply->sql, "BEGIN;\n");
+	apply->owners = lappend(apply->owners, NULL);
+	if (apply->use_origin)
+	{
+		appendStringInfo(&apply->sql,
+						 "SELECT pg_catalog.set_config('replicator.origin', %s, true);\n",
+						 quote_literal_cstr(apply->slot));
+		apply->owners = lappend(apply->owners, NULL);
+	}
+	apply->xact_open = true;
+}
+
 /* End the run under way: its statement joins those to send. */
 static void
 end_run(RuleApply *apply)
@@ -300,19 +319,7 @@ end_run(RuleApply *apply)
 	if (apply->run_table == NULL)
 		return;
 	old = MemoryContextSwitchTo(apply->cxt);
-	if (!apply->xact_open)
-	{
-		appendStringInfoString(&apply->sql, "BEGIN;\n");
-		apply->owners = lappend(apply->owners, NULL);
-		if (apply->use_origin)
-		{
-			appendStringInfo(&apply->sql,
-							 "SELECT pg_catalog.set_config('replicator.origin', %s, true);\n",
-							 quote_literal_cstr(apply->slot));
-			apply->owners = lappend(apply->owners, NULL);
-		}
-		apply->xact_open = true;
-	}
+	open_xact(apply);
 	append_run_statement(apply);
 	apply->run_table = NULL;
 	resetStringInfo(&apply->run);
@@ -389,12 +396,7 @@ replicator_rule_apply_change(RuleApply *apply, RuleApplyTable *table, const Rule
 	if (change->op == RULE_TRUNCATE)
 	{
 		end_run(apply);
-		if (!apply->xact_open)
-		{
-			appendStringInfoString(&apply->sql, "BEGIN;\n");
-			apply->owners = lappend(apply->owners, NULL);
-			apply->xact_open = true;
-		}
+		open_xact(apply);
 		appendStringInfo(&apply->sql, "TRUNCATE ONLY %s;\n", table->table->qualified);
 		apply->owners = lappend(apply->owners, table);
 		apply->changes++;
@@ -571,11 +573,7 @@ replicator_rule_apply_commit(RuleApply *apply, XLogRecPtr lsn, const char *extra
 
 	end_run(apply);
 	old = MemoryContextSwitchTo(apply->cxt);
-	if (!apply->xact_open)
-	{
-		appendStringInfoString(&apply->sql, "BEGIN;\n");
-		apply->owners = lappend(apply->owners, NULL);
-	}
+	open_xact(apply);
 	initStringInfo(&tail);
 	if (extra_sql)
 		appendStringInfoString(&tail, extra_sql);

@@ -24,6 +24,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/pg_class.h"
 #include "access/xlog.h"
@@ -38,6 +39,7 @@
 #include "replication/slot.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "storage/procarray.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
@@ -192,7 +194,8 @@ connect_target(void)
 				 errmsg("rule \"%s\": could not connect to target \"%s\": %s",
 						rule_name, config.target, error)));
 	/* our SQL names everything it means: nothing of a search_path applies */
-	PQclear(remote(conn, "SET search_path = pg_catalog, pg_temp", PGRES_COMMAND_OK));
+	PQclear(remote(conn, "SET search_path = pg_catalog, pg_temp; SET TimeZone = 'UTC';"
+				   " SET DateStyle = 'ISO'", PGRES_COMMAND_OK));
 
 	/*
 	 * The slot is confirmed up to what the target recorded: that must be
@@ -351,6 +354,8 @@ static void
 copy_table(PGconn *conn, RuleApplyTable *t, const char *requested, bool mirror)
 {
 	Oid			owner;
+	MemoryContext batch_cxt;
+	MemoryContext old_cxt;
 	Oid			saved_user;
 	int			saved_context;
 	Portal		portal;
@@ -367,21 +372,54 @@ copy_table(PGconn *conn, RuleApplyTable *t, const char *requested, bool mirror)
 	LWLockRelease(ReplicatorState->lock);
 
 	GetUserIdAndSecContext(&saved_user, &saved_context);
-	/* one snapshot for the rows and for the record of what they hold */
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	XactIsoLevel = XACT_REPEATABLE_READ;
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	owner = table_owner(t->table->relid);
-	if (SPI_execute(psprintf("SELECT pg_catalog.pg_current_snapshot()::text,"
-							 " pg_catalog.pg_current_wal_insert_lsn()::text,"
-							 " (SELECT pg_catalog.count(*) FROM ONLY %s)", t->table->qualified),
-					true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read %s", t->table->qualified);
-	snapshot = pstrdup(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
-	until = pstrdup(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
-	total = pg_strtoint64(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3));
+	for (;;)
+	{
+		List	   *finishing = NIL;
+		TransactionId xid;
+		char	   *p;
+		ListCell   *lc;
+
+		/* one snapshot for the rows and for the record of what they hold */
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		XactIsoLevel = XACT_REPEATABLE_READ;
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		owner = table_owner(t->table->relid);
+		if (SPI_execute(psprintf("SELECT pg_catalog.pg_current_snapshot()::text,"
+								 " pg_catalog.pg_current_wal_insert_lsn()::text,"
+								 " (SELECT pg_catalog.count(*) FROM ONLY %s)", t->table->qualified),
+						true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read %s", t->table->qualified);
+		snapshot = MemoryContextStrdup(tables_cxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+		until = MemoryContextStrdup(tables_cxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+		total = pg_strtoint64(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3));
+
+		/*
+		 * A transaction whose commit is in the WAL but which still shows as
+		 * running (a synchronous standby not answering yet) is neither in
+		 * the copy nor, if decoding went past it already, in the stream:
+		 * wait for such ones to end, and take the snapshot again.
+		 */
+		p = strchr(strchr(snapshot, ':') + 1, ':') + 1;
+		while (*p)
+		{
+			xid = (TransactionId) strtou64(p, &p, 10);
+			if (TransactionIdDidCommit(xid))
+				finishing = lappend_oid(finishing, (Oid) xid);
+			if (*p == ',')
+				p++;
+		}
+		if (finishing == NIL)
+			break;
+		PopActiveSnapshot();
+		SPI_finish();
+		AbortCurrentTransaction();
+		StartTransactionCommand();
+		foreach(lc, finishing)
+			XactLockTableWait((TransactionId) lfirst_oid(lc), NULL, NULL, XLTW_None);
+		CommitTransactionCommand();
+	}
 	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
 	slot->rows_total = total;
 	LWLockRelease(ReplicatorState->lock);
@@ -403,7 +441,10 @@ copy_table(PGconn *conn, RuleApplyTable *t, const char *requested, bool mirror)
 		/* the rows are rendered as their owner (rule_decode.c says why) */
 		SetUserIdAndSecContext(owner, saved_context | SECURITY_LOCAL_USERID_CHANGE |
 							   SECURITY_RESTRICTED_OPERATION);
-		portal = SPI_cursor_open_with_args(NULL, psprintf("SELECT * FROM ONLY %s", t->table->qualified),
+		batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "replicator copy batch",
+									  ALLOCSET_DEFAULT_SIZES);
+	old_cxt = CurrentMemoryContext;
+	portal = SPI_cursor_open_with_args(NULL, psprintf("SELECT * FROM ONLY %s", t->table->qualified),
 										   0, NULL, NULL, NULL, true, 0);
 		SetUserIdAndSecContext(saved_user, saved_context);
 	}
@@ -418,6 +459,7 @@ copy_table(PGconn *conn, RuleApplyTable *t, const char *requested, bool mirror)
 		SetUserIdAndSecContext(owner, saved_context | SECURITY_LOCAL_USERID_CHANGE |
 							   SECURITY_RESTRICTED_OPERATION);
 		SPI_cursor_fetch(portal, true, RULE_COPY_ROWS);
+		MemoryContextSwitchTo(batch_cxt);
 		if (SPI_processed == 0)
 		{
 			SetUserIdAndSecContext(saved_user, saved_context);
@@ -436,12 +478,19 @@ copy_table(PGconn *conn, RuleApplyTable *t, const char *requested, bool mirror)
 		SetUserIdAndSecContext(saved_user, saved_context);
 		replicator_rule_apply_rows(&apply, t, rows, (int) SPI_processed);
 		copied += SPI_processed;
+		/* a batch at a time in memory, not the table */
+		SPI_freetuptable(SPI_tuptable);
+		MemoryContextSwitchTo(old_cxt);
+		MemoryContextReset(batch_cxt);
+		MemoryContextSwitchTo(batch_cxt);
 		if (!replicator_rule_apply_send(&apply, NULL))
 			break;
 		LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
 		slot->rows_copied = copied;
 		LWLockRelease(ReplicatorState->lock);
 	}
+	MemoryContextSwitchTo(old_cxt);
+	MemoryContextDelete(batch_cxt);
 	SPI_cursor_close(portal);
 	replicator_end_local();
 
@@ -1014,6 +1063,12 @@ replicator_rule_main(Datum arg)
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
+	/* values are rendered for another server: in fixed, lossless forms */
+	SetConfigOption("DateStyle", "ISO", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("IntervalStyle", "postgres", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("TimeZone", "UTC", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("extra_float_digits", "3", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("bytea_output", "hex", PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_appname(psprintf("replicator rule %s", rule_name));
 
 	PG_TRY();
