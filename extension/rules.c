@@ -117,6 +117,7 @@ check_star_timestamp_column(const char *timestamp_column)
 
 	memset(&config, 0, sizeof(RuleConfig));
 	config.tables = list_make1(pstrdup("*"));
+	config.created_by = GetUserNameFromId(GetUserId(), false);
 	foreach(lc, replicator_rule_resolve(&config, NULL))
 	{
 		RuleTable  *table = lfirst(lc);
@@ -301,6 +302,16 @@ replicator_add_rule(PG_FUNCTION_ARGS)
 			star = true;
 		stored[i] = CStringGetTextDatum(table);
 	}
+	/*
+	 * '*' reaches tables the caller may not read; the worker reads them as
+	 * a superuser and ships them to a target the caller chose.
+	 */
+	if (star && !superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only a superuser may add a rule on '*'"),
+				 errdetail("'*' takes every user table, also those you may not read."),
+				 errhint("Name the tables: tables => '{schema.table, ...}'.")));
 	if (star && timestamp_column != NULL)
 		check_star_timestamp_column(timestamp_column);
 	/* the target must exist before anything is slow */

@@ -138,6 +138,8 @@ REVOKE EXECUTE ON FUNCTION replicator.add_rule(text, text, text, text[], text, t
 SELECT name, paused FROM replicator.rules ORDER BY name;
 SET ROLE replicator_regress_rules_admin;
 -- a table the admin cannot read is in no rule of theirs
+-- '*' reaches tables an admin may not read: superusers only
+SELECT replicator.add_rule('by-admin-star', 'tgt', 'snapshot', '{*}');
 SELECT replicator.add_rule('by-admin', 'tgt', 'snapshot', '{customers}');
 SELECT replicator.add_rule('by-admin', 'tgt', 'snapshot', '{app.orders}');
 -- created_by: the role that added the rule, not the session's user

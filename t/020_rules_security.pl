@@ -2,7 +2,7 @@
 # Rules never run a table owner's code as a superuser.  Rendering a row
 # (col::text, to_json, row_to_json) runs the casts of its columns' types,
 # and the owner of an enum may CREATE CAST from it WITH FUNCTION of theirs:
-# mallory, no superuser, owns such a type and a table of it that a '{*}'
+# mallory, no superuser, owns such a type and a table of it that a
 # rule covers.  An admin (member of replicator_admin) syncs a snapshot rule
 # and validates it; a cdc rule copies and streams the table.  Mallory's
 # casts record who they run as (a RAISE LOG line, and a row of an unlogged
@@ -161,7 +161,15 @@ sub rows_of
 # ------------------------------------------------------------------
 # snapshot: validate_rule and sync by an admin
 # ------------------------------------------------------------------
-as_admin(q{SELECT replicator.add_rule('snap', 'tsnap', 'snapshot', tables => '{*}')});
+# '*' would reach tables the admin may not read: superusers only; the
+# admin names mallory's tables, which mallory lets them read
+my ($sret, $sout, $serr) = $source->psql('postgres',
+	q{SET ROLE admin; SELECT replicator.add_rule('star', 'tsnap', 'snapshot', tables => '{*}')});
+ok($sret != 0 && $serr =~ /only a superuser may add a rule on '\*'/, "an admin's '*' rule is refused")
+  or diag($serr);
+$source->safe_psql('postgres',
+	'GRANT USAGE ON SCHEMA mallory TO admin; GRANT SELECT ON mallory.t, mallory.narrow TO admin');
+as_admin(q{SELECT replicator.add_rule('snap', 'tsnap', 'snapshot', tables => '{mallory.t, mallory.narrow}')});
 
 my $from = -s $source->logfile;
 is( as_admin(
@@ -197,7 +205,7 @@ check_runs("the superuser's sync", $from, 1);
 # cdc: the worker validates, copies, and streams mallory's changes
 # ------------------------------------------------------------------
 $from = -s $source->logfile;
-as_admin(q{SELECT replicator.add_rule('cdc', 'tcdc', 'cdc', tables => '{*}')});
+as_admin(q{SELECT replicator.add_rule('cdc', 'tcdc', 'cdc', tables => '{mallory.t, mallory.narrow}')});
 my ($ret, $out, $err) = $source->psql('postgres', q{SELECT replicator.wait_for_rule('cdc', '90s')});
 ok($ret == 0 && $out eq 't', 'cdc: the initial copy is done')
   or diag("wait_for_rule: $out $err\n"

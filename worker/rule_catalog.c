@@ -27,7 +27,9 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/array.h"
+#include "utils/rls.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
@@ -63,7 +65,7 @@ replicator_rule_read(const char *name, RuleConfig *config)
 	SPI_connect();
 	if (replicator_spi_execute_as_owner("SELECT r.id, r.target, p.conninfo, p.changed_by,"
 										" r.mode OPERATOR(pg_catalog.=) 'cdc', r.conflict_resolution,"
-										" r.timestamp_column, r.paused, r.tables"
+										" r.timestamp_column, r.paused, r.tables, r.created_by"
 										" FROM replicator.rules r JOIN replicator.replicas p"
 										" ON p.name OPERATOR(pg_catalog.=) r.target"
 										" WHERE r.name OPERATOR(pg_catalog.=) $1",
@@ -98,6 +100,7 @@ replicator_rule_read(const char *name, RuleConfig *config)
 			config->resolution = RULE_SOURCE_WINS;
 		config->timestamp_column = spi_text(tup, desc, 7, cxt);
 		config->paused = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
+		config->created_by = spi_text(tup, desc, 10, cxt);
 		tables = DatumGetArrayTypeP(SPI_getbinval(tup, desc, 9, &isnull));
 		deconstruct_array(tables, TEXTOID, -1, false, TYPALIGN_INT, &elems, NULL, &nelems);
 		old = MemoryContextSwitchTo(cxt);
@@ -253,6 +256,19 @@ replicator_rule_table(Oid relid)
 	return table;
 }
 
+static bool
+creator_may_read(const RuleConfig *config, Oid relid)
+{
+	Oid			role = config->created_by ? get_role_oid(config->created_by, true) : InvalidOid;
+
+	if (!OidIsValid(role))
+		return false;
+	if (superuser_arg(role))
+		return true;
+	return pg_class_aclcheck(relid, role, ACL_SELECT) == ACLCHECK_OK &&
+		check_enable_rls(relid, role, true) != RLS_ENABLED;
+}
+
 static int
 rule_table_cmp(const ListCell *a, const ListCell *b)
 {
@@ -310,8 +326,21 @@ replicator_rule_resolve(const RuleConfig *config, List **missing)
 	}
 	foreach(lc, relids)
 	{
-		RuleTable  *table = replicator_rule_table(lfirst_oid(lc));
+		Oid			relid = lfirst_oid(lc);
+		RuleTable  *table;
 
+		/*
+		 * The worker reads as a superuser: a rule takes only what the role
+		 * that added it may read now (SELECT, and no row security on it).
+		 */
+		if (!creator_may_read(config, relid))
+		{
+			if (missing)
+				*missing = lappend(*missing, psprintf("%s (%s may not read it)",
+													 get_rel_name(relid), config->created_by));
+			continue;
+		}
+		table = replicator_rule_table(relid);
 		if (table)
 			tables = lappend(tables, table);
 	}

@@ -29,6 +29,7 @@ typedef struct RuleConfig
 	char	   *target;			/* the replica's name */
 	char	   *conninfo;		/* the target's, password included */
 	char	   *changed_by;		/* who last set that conninfo: password rule */
+	char	   *created_by;		/* who added the rule: reads only what they may */
 	bool		cdc;			/* else snapshot */
 	List	   *tables;			/* char *: qualified names as stored, or "*" */
 	RuleConflictResolution resolution;
