@@ -521,7 +521,11 @@ CREATE TABLE replicator.conflicts (
 	target_row	jsonb,
 	kind		text NOT NULL,		-- key exists, row missing, changed on target
 	resolution	text NOT NULL,		-- source-wins, target-wins, set aside
-	at			timestamptz NOT NULL DEFAULT pg_catalog.now()
+	at			timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	-- its row in the target's replicator_apply.conflicts, where the batch
+	-- that met it left it: recorded here once, whatever crashes
+	target_seq	bigint,
+	UNIQUE (rule, target_seq)
 );
 REVOKE ALL ON replicator.conflicts FROM PUBLIC;
 GRANT SELECT, DELETE ON replicator.conflicts TO replicator_admin;
@@ -538,7 +542,9 @@ CREATE TABLE replicator.rule_errors (
 	key			jsonb NOT NULL,
 	source_row	jsonb,
 	reason		text NOT NULL,
-	at			timestamptz NOT NULL DEFAULT pg_catalog.now()
+	at			timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	target_seq	bigint,
+	UNIQUE (rule, target_seq)
 );
 REVOKE ALL ON replicator.rule_errors FROM PUBLIC;
 GRANT SELECT ON replicator.rule_errors TO replicator_admin;

@@ -604,6 +604,30 @@ ok( q_source(q{SELECT state FROM replicator.rule_status WHERE rule = 'all' AND t
 wait_rule('all', 'still streaming at the end');
 compare_table($t1, 'app.items', 'id', 'at the end');
 
+# ------------------------------------------------------------------
+# 7. a conflict a batch left on the target (its transaction committed, the
+# worker stopped before recording it here) is recorded once at restart
+# ------------------------------------------------------------------
+my $er_slot = q_source(q{SELECT 'replicator_rule_' || d.oid || '_' || r.id FROM replicator.rules r,
+                         pg_database d WHERE r.name = 'r_er' AND d.datname = current_database()});
+my $sysid = q_source(q{SELECT system_identifier FROM pg_control_system()});
+q_source(q{SELECT replicator.pause_rule('r_er')});
+$source->poll_query_until('postgres', q{SELECT pid IS NULL FROM replicator.rule_status WHERE rule = 'r_er'});
+$t2->safe_psql('postgres', qq{
+INSERT INTO replicator_apply.conflicts (source, slot, table_name, op, kind, key, source_row, target_row, resolution, set_aside)
+VALUES ('$sysid', '$er_slot', 'cf.er', 'insert', 'key exists', '{"id": 77}', '{"id": 77, "v": "left on the target"}', '{"id": 77, "v": "t"}', 'set aside', true)});
+for my $round (1, 2)
+{
+	q_source(q{SELECT replicator.resume_rule('r_er')});
+	wait_rule('r_er', "restart $round with a conflict left on the target");
+	q_source(q{SELECT replicator.pause_rule('r_er')});
+	$source->poll_query_until('postgres', q{SELECT pid IS NULL FROM replicator.rule_status WHERE rule = 'r_er'});
+}
+is( q_source(q{SELECT count(*) FROM replicator.rule_errors WHERE rule = 'r_er' AND key = '{"id": 77}'}),
+	'1', 'a set aside change left on the target is recorded here, once');
+is( $t2->safe_psql('postgres', qq{SELECT count(*) FROM replicator_apply.conflicts WHERE slot = '$er_slot'}),
+	'0', 'and the target forgets it once recorded');
+
 $t1->stop;
 $t2->stop;
 $source->stop;

@@ -267,20 +267,35 @@ append_run_statement(RuleApply *apply)
 						 " ORDER BY s.ord ON CONFLICT DO NOTHING RETURNING 1)", insert_missing);
 	}
 
-	/* the conflicts, and what became of them */
+	/*
+	 * The conflicts, and what became of them.  A rule's stream keeps them
+	 * on the target, in the batch's own transaction, until they are
+	 * recorded here: a crash never loses a change set aside.
+	 */
 	appendStringInfo(b,
-					 " SELECT '%s', CASE WHEN cur.ord IS NULL THEN 'row missing'"
-					 "  WHEN '%s' = 'insert' THEN 'key exists' ELSE 'changed on target' END,"
-					 " %s, s.j OPERATOR(pg_catalog.->) 'n', cur.row, r.resolution, r.resolution = 'set aside'"
+					 ", c AS (SELECT '%s' AS op, CASE WHEN cur.ord IS NULL THEN 'row missing'"
+					 "  WHEN '%s' = 'insert' THEN 'key exists' ELSE 'changed on target' END AS kind,"
+					 " %s AS key, (s.j OPERATOR(pg_catalog.->) 'n')::pg_catalog.jsonb AS source_row,"
+					 " cur.row AS target_row, r.resolution, r.resolution = 'set aside' AS set_aside"
 					 " FROM s LEFT JOIN cur USING (ord) LEFT JOIN w USING (ord),"
 					 " LATERAL (SELECT CASE WHEN w.ord IS NOT NULL"
 					 "  OR (cur.ord IS NULL AND (%s OR '%s' = 'delete') AND NOT (%s)) THEN 'source-wins'"
 					 "  WHEN %s THEN 'set aside' ELSE 'target-wins' END AS resolution) r"
-					 " WHERE (SELECT count(*) FROM ins) >= 0 AND (%s)",
+					 " WHERE (SELECT count(*) FROM ins) >= 0 AND (%s))",
 					 op, op, k.data,
 					 insert_missing, op, set_aside, set_aside,
 					 apply->run_op == RULE_INSERT ? "cur.ord IS NOT NULL AND NOT cur.same" :
 					 "cur.ord IS NULL OR cur.changed");
+	if (apply->slot[0] != '\0')
+		appendStringInfo(b,
+						 " INSERT INTO replicator_apply.conflicts"
+						 " (source, slot, table_name, op, kind, key, source_row, target_row, resolution, set_aside)"
+						 " SELECT %s, %s, %s, c.* FROM c"
+						 " RETURNING id, op, kind, key, source_row, target_row, resolution, set_aside",
+						 quote_literal_cstr(apply->source), quote_literal_cstr(apply->slot),
+						 quote_literal_cstr(t->table->qualified));
+	else
+		appendStringInfoString(b, " SELECT 0, c.* FROM c");
 	appendStringInfoString(b, ";\n");
 	apply->owners = lappend(apply->owners, t);
 
@@ -492,7 +507,7 @@ each_result(PGresult *res, int i, void *arg)
 		}
 		return;
 	}
-	if (status != PGRES_TUPLES_OK || owner == NULL || PQnfields(res) != 7)
+	if (status != PGRES_TUPLES_OK || owner == NULL || PQnfields(res) != 8)
 		return;
 	old = MemoryContextSwitchTo(apply->conflict_cxt);
 	for (int r = 0; r < PQntuples(res); r++)
@@ -500,14 +515,15 @@ each_result(PGresult *res, int i, void *arg)
 		RuleConflict *c = palloc0(sizeof(RuleConflict));
 
 #define CELL(col) (PQgetisnull(res, r, col) ? NULL : pstrdup(PQgetvalue(res, r, col)))
-		c->table_name = owner->table->qualified;
-		c->op = CELL(0);
-		c->kind = CELL(1);
-		c->key = CELL(2);
-		c->source_row = CELL(3);
-		c->target_row = CELL(4);
-		c->resolution = CELL(5);
-		c->set_aside = strcmp(PQgetvalue(res, r, 6), "t") == 0;
+		c->target_id = pg_strtoint64(PQgetvalue(res, r, 0));
+		c->table_name = pstrdup(owner->table->qualified);
+		c->op = CELL(1);
+		c->kind = CELL(2);
+		c->key = CELL(3);
+		c->source_row = CELL(4);
+		c->target_row = CELL(5);
+		c->resolution = CELL(6);
+		c->set_aside = strcmp(PQgetvalue(res, r, 7), "t") == 0;
 #undef CELL
 		owner->conflicts++;
 		apply->conflicts = lappend(apply->conflicts, c);

@@ -41,6 +41,7 @@ typedef struct RuleApplyTable
 /* A conflict met, recorded locally once the target has committed. */
 typedef struct RuleConflict
 {
+	int64		target_id;		/* its row in replicator_apply.conflicts */
 	char	   *table_name;
 	char	   *op;
 	char	   *kind;

@@ -115,6 +115,9 @@ rule_detach(int code, Datum arg)
 		ReplicationSlotRelease();
 }
 
+static void record_locally(void);
+static void drain_conflicts(PGconn *conn);
+
 static void
 report(ReplicaState state, const char *error)
 {
@@ -208,6 +211,10 @@ connect_target(void)
 				   "CREATE TABLE IF NOT EXISTS replicator_apply.progress ("
 				   " source text, slot text, lsn pg_lsn NOT NULL,"
 				   " applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (source, slot));"
+				   "CREATE TABLE IF NOT EXISTS replicator_apply.conflicts ("
+				   " id bigserial PRIMARY KEY, source text NOT NULL, slot text NOT NULL,"
+				   " table_name text NOT NULL, op text NOT NULL, kind text NOT NULL, key jsonb NOT NULL,"
+				   " source_row jsonb, target_row jsonb, resolution text NOT NULL, set_aside bool NOT NULL);"
 				   "CREATE TABLE IF NOT EXISTS replicator_apply.copies ("
 				   " source text, slot text, table_name text, snapshot pg_snapshot NOT NULL,"
 				   " until_lsn pg_lsn NOT NULL, requested timestamptz NOT NULL,"
@@ -529,6 +536,7 @@ record:
 		replicator_begin_local();
 		set_local_state(t->table->qualified, "ready", NULL);
 		replicator_end_local();
+		record_locally();
 	}
 	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
 	slot->copy_table[0] = '\0';
@@ -772,20 +780,24 @@ record_locally(void)
 	HASH_SEQ_STATUS seq;
 	TableEntry *e;
 	bool		any = apply.conflicts != NIL;
+	int64		max_id = 0;
 
-	hash_seq_init(&seq, tables);
-	while ((e = hash_seq_search(&seq)) != NULL)
-		if (e->table && (e->table->inserted || e->table->updated || e->table->deleted || e->table->conflicts))
-			any = true;
+	if (tables)
+	{
+		hash_seq_init(&seq, tables);
+		while ((e = hash_seq_search(&seq)) != NULL)
+			if (e->table && (e->table->inserted || e->table->updated || e->table->deleted || e->table->conflicts))
+				any = true;
+	}
 	if (!any)
 		return;
 	replicator_begin_local();
 	foreach(lc, apply.conflicts)
 	{
 		RuleConflict *c = lfirst(lc);
-		Oid			types[8] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-		Datum		values[8];
-		char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+		Oid			types[9] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID};
+		Datum		values[9];
+		char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 		values[0] = CStringGetTextDatum(rule_name);
 		values[1] = CStringGetTextDatum(c->table_name);
@@ -797,17 +809,23 @@ record_locally(void)
 		values[5] = CStringGetTextDatum(c->kind);
 		values[6] = CStringGetTextDatum(c->resolution);
 		values[7] = CStringGetTextDatum(c->op);
-		local_exec("INSERT INTO replicator.conflicts (rule, table_name, key, source_row, target_row, kind, resolution)"
-				   " VALUES ($1, $2, $3::pg_catalog.jsonb, $4::pg_catalog.jsonb, $5::pg_catalog.jsonb, $6, $7)",
-				   7, types, values, nulls);
+		values[8] = Int64GetDatum(c->target_id);
+		max_id = Max(max_id, c->target_id);
+		local_exec("INSERT INTO replicator.conflicts (rule, table_name, key, source_row, target_row, kind,"
+				   " resolution, target_seq)"
+				   " VALUES ($1, $2, $3::pg_catalog.jsonb, $4::pg_catalog.jsonb, $5::pg_catalog.jsonb, $6, $7, $9)"
+				   " ON CONFLICT (rule, target_seq) DO NOTHING",
+				   9, types, values, nulls);
 		if (c->set_aside)
-			local_exec("INSERT INTO replicator.rule_errors (rule, table_name, op, key, source_row, reason)"
+			local_exec("INSERT INTO replicator.rule_errors (rule, table_name, op, key, source_row, reason, target_seq)"
 					   " VALUES ($1, $2, $8, $3::pg_catalog.jsonb, $4::pg_catalog.jsonb,"
-					   " $6 OPERATOR(pg_catalog.||) ' (conflict_resolution error)')",
-					   8, types, values, nulls);
+					   " $6 OPERATOR(pg_catalog.||) ' (conflict_resolution error)', $9)"
+					   " ON CONFLICT (rule, target_seq) DO NOTHING",
+					   9, types, values, nulls);
 	}
-	hash_seq_init(&seq, tables);
-	while ((e = hash_seq_search(&seq)) != NULL)
+	if (tables)
+		hash_seq_init(&seq, tables);
+	while (tables && (e = hash_seq_search(&seq)) != NULL)
 	{
 		RuleApplyTable *t = e->table;
 		Oid			types[6] = {TEXTOID, TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID};
@@ -830,6 +848,50 @@ record_locally(void)
 	}
 	replicator_end_local();
 	replicator_rule_apply_recorded(&apply);
+	/* recorded here: the target may forget them (again after a crash: no harm) */
+	if (max_id > 0)
+		PQclear(remote(apply.conn,
+					   psprintf("DELETE FROM replicator_apply.conflicts WHERE source = %s AND slot = %s"
+								" AND id <= " INT64_FORMAT,
+								quote_literal_cstr(source_id), quote_literal_cstr(slot_name), max_id),
+					   PGRES_COMMAND_OK));
+}
+
+/*
+ * Conflicts a batch left on the target and a crash kept from being
+ * recorded here: record them now.
+ */
+static void
+drain_conflicts(PGconn *conn)
+{
+	PGresult   *res = remote(conn, psprintf("SELECT id, table_name, op, kind, key, source_row, target_row,"
+											" resolution, set_aside FROM replicator_apply.conflicts"
+											" WHERE source = %s AND slot = %s ORDER BY id",
+											quote_literal_cstr(source_id), quote_literal_cstr(slot_name)),
+							  PGRES_TUPLES_OK);
+	MemoryContext old = MemoryContextSwitchTo(apply.conflict_cxt);
+
+	for (int r = 0; r < PQntuples(res); r++)
+	{
+		RuleConflict *c = palloc0(sizeof(RuleConflict));
+
+#define CELL(col) (PQgetisnull(res, r, col) ? NULL : pstrdup(PQgetvalue(res, r, col)))
+		c->target_id = pg_strtoint64(PQgetvalue(res, r, 0));
+		c->table_name = CELL(1);
+		c->op = CELL(2);
+		c->kind = CELL(3);
+		c->key = CELL(4);
+		c->source_row = CELL(5);
+		c->target_row = CELL(6);
+		c->resolution = CELL(7);
+		c->set_aside = strcmp(PQgetvalue(res, r, 8), "t") == 0;
+#undef CELL
+		apply.conflicts = lappend(apply.conflicts, c);
+	}
+	MemoryContextSwitchTo(old);
+	PQclear(res);
+	if (apply.conflicts != NIL)
+		record_locally();
 }
 
 /* A statement of the batch failed: pause its table (or give up), decode again. */
@@ -864,6 +926,8 @@ batch_failed(PGconn *conn)
 	set_local_state(t->table->qualified, "paused", error);
 	replicator_end_local();
 	t->paused = true;
+	/* what batches committed before this one met is on the target still */
+	drain_conflicts(conn);
 }
 
 /*
@@ -1094,6 +1158,7 @@ replicator_rule_main(Datum arg)
 
 		conn = connect_target();
 		replicator_rule_apply_init(&apply, conn, &config, source_id, slot_name);
+		drain_conflicts(conn);
 
 		/* where the target is: what it holds was applied, once */
 		res = remote(conn, psprintf("SELECT lsn::text FROM replicator_apply.progress"
