@@ -32,6 +32,17 @@
 #include "rule_apply.h"
 
 #define RULE_MAX_ROWS_PER_STATEMENT 2000
+
+typedef struct RuleRun
+{
+	RuleApplyTable *table;
+	RuleOp		op;
+	bool		full;			/* old rows hold every column */
+	char	   *unchanged;		/* columns left out of the SET, as a string */
+	StringInfoData elements;	/* the JSON array */
+	int			rows;
+	HTAB	   *keys;
+} RuleRun;
 #define RULE_MAX_SQL_BYTES (8 * 1024 * 1024)
 
 void
@@ -62,12 +73,10 @@ start_over(RuleApply *apply)
 	MemoryContextReset(apply->cxt);
 	old = MemoryContextSwitchTo(apply->cxt);
 	initStringInfo(&apply->sql);
-	initStringInfo(&apply->run);
 	MemoryContextSwitchTo(old);
 	apply->owners = NIL;
-	apply->run_table = NULL;
-	apply->run_rows = 0;
-	apply->run_keys = NULL;
+	apply->runs = NIL;
+	apply->run_bytes = 0;
 }
 
 static void
@@ -82,17 +91,17 @@ append_cols(StringInfo buf, List *cols, const char *prefix)
 
 /* the columns of the table minus those an update left unchanged */
 static List *
-set_columns(RuleApply *apply)
+set_columns(RuleRun *run)
 {
 	List	   *cols = NIL;
 	ListCell   *lc;
 
-	foreach(lc, apply->run_table->columns)
+	foreach(lc, run->table->columns)
 	{
 		char	   *col = lfirst(lc);
 		char	   *quoted = psprintf("\x1f%s\x1f", col);
 
-		if (apply->run_unchanged == NULL || strstr(apply->run_unchanged, quoted) == NULL)
+		if (run->unchanged == NULL || strstr(run->unchanged, quoted) == NULL)
 			cols = lappend(cols, col);
 	}
 	return cols;
@@ -145,16 +154,16 @@ append_key_match(StringInfo buf, List *key, const char *left, const char *right)
  * conflict (op, kind, key, source row, target row, resolution, set aside).
  */
 static void
-append_run_statement(RuleApply *apply)
+append_run_statement(RuleApply *apply, RuleRun *run)
 {
 	StringInfo	b = &apply->sql;
-	RuleApplyTable *t = apply->run_table;
+	RuleApplyTable *t = run->table;
 	const char *T = t->table->qualified;
 	List	   *cols = t->columns;
-	List	   *setcols = set_columns(apply);
+	List	   *setcols = set_columns(run);
 	List	   *key = t->table->key;
-	const char *op = apply->run_op == RULE_INSERT ? "insert" :
-		apply->run_op == RULE_UPDATE ? "update" : "delete";
+	const char *op = run->op == RULE_INSERT ? "insert" :
+		run->op == RULE_UPDATE ? "update" : "delete";
 	char	   *elements;
 	const char *source_newer;
 	const char *changed;
@@ -164,8 +173,8 @@ append_run_statement(RuleApply *apply)
 	StringInfoData k;
 	ListCell   *lc;
 
-	appendStringInfoChar(&apply->run, ']');
-	elements = quote_literal_cstr(apply->run.data);
+	appendStringInfoChar(&run->elements, ']');
+	elements = quote_literal_cstr(run->elements.data);
 
 	/* when is the target's row newer than the source's change */
 	if (apply->resolution != RULE_LAST_WRITE_WINS)
@@ -180,9 +189,9 @@ append_run_statement(RuleApply *apply)
 			" OR c.timestamp IS NULL OR c.timestamp <= (s.j OPERATOR(pg_catalog.->>) 'c')::pg_catalog.timestamptz)";
 
 	/* a row the target changed since the source last wrote it */
-	if (apply->run_op == RULE_INSERT)
+	if (run->op == RULE_INSERT)
 		changed = "false";
-	else if (apply->run_full)
+	else if (run->full)
 	{
 		StringInfoData c;
 
@@ -200,20 +209,20 @@ append_run_statement(RuleApply *apply)
 		changed = "false";
 
 	/* write over an existing row? */
-	if (apply->run_op == RULE_INSERT)
+	if (run->op == RULE_INSERT)
 		apply_existing = apply->resolution == RULE_SOURCE_WINS ? "NOT cur.same" :
 			apply->resolution == RULE_LAST_WRITE_WINS ? "NOT cur.same AND cur.newer" : "false";
 	else
 		apply_existing = apply->resolution == RULE_SOURCE_WINS ? "true" :
 			apply->resolution == RULE_LAST_WRITE_WINS ? "cur.newer" : "NOT cur.changed";
 	/* insert a row the change did not find? */
-	insert_missing = apply->run_op == RULE_INSERT ? "true" :
-		apply->run_op == RULE_DELETE ? "false" :
+	insert_missing = run->op == RULE_INSERT ? "true" :
+		run->op == RULE_DELETE ? "false" :
 		/* the WAL lacks the unchanged TOASTed values the row would need */
-		apply->run_unchanged != NULL ? "false" :
+		run->unchanged != NULL ? "false" :
 		(apply->resolution == RULE_SOURCE_WINS || apply->resolution == RULE_LAST_WRITE_WINS) ? "true" : "false";
 	set_aside = apply->resolution == RULE_ERROR ? "true" :
-		apply->run_op == RULE_UPDATE && apply->run_unchanged != NULL ? "cur.ord IS NULL" : "false";
+		run->op == RULE_UPDATE && run->unchanged != NULL ? "cur.ord IS NULL" : "false";
 
 	initStringInfo(&k);
 	appendStringInfoString(&k, "pg_catalog.jsonb_build_object(");
@@ -243,7 +252,7 @@ append_run_statement(RuleApply *apply)
 							   "  WHERE roname OPERATOR(pg_catalog.=) pg_catalog.current_setting('replicator.origin', true)) o ON true");
 	appendStringInfoString(b, " FOR UPDATE OF t),");
 
-	if (apply->run_op == RULE_DELETE)
+	if (run->op == RULE_DELETE)
 	{
 		appendStringInfo(b, " w AS (DELETE FROM %s t USING s JOIN cur USING (ord) WHERE ", T);
 		append_key_match(b, key, "t.", "(s.o).");
@@ -284,7 +293,7 @@ append_run_statement(RuleApply *apply)
 					 " WHERE (SELECT count(*) FROM ins) >= 0 AND (%s))",
 					 op, op, k.data,
 					 insert_missing, op, set_aside, set_aside,
-					 apply->run_op == RULE_INSERT ? "cur.ord IS NOT NULL AND NOT cur.same" :
+					 run->op == RULE_INSERT ? "cur.ord IS NOT NULL AND NOT cur.same" :
 					 "cur.ord IS NULL OR cur.changed");
 	if (apply->slot[0] != '\0')
 		appendStringInfo(b,
@@ -299,12 +308,12 @@ append_run_statement(RuleApply *apply)
 	appendStringInfoString(b, ";\n");
 	apply->owners = lappend(apply->owners, t);
 
-	if (apply->run_op == RULE_INSERT)
-		t->inserted += apply->run_rows;
-	else if (apply->run_op == RULE_UPDATE)
-		t->updated += apply->run_rows;
+	if (run->op == RULE_INSERT)
+		t->inserted += run->rows;
+	else if (run->op == RULE_UPDATE)
+		t->updated += run->rows;
 	else
-		t->deleted += apply->run_rows;
+		t->deleted += run->rows;
 }
 
 /* Open the target transaction, if not yet: with its origin, if it has one. */
@@ -325,24 +334,25 @@ open_xact(RuleApply *apply)
 	apply->xact_open = true;
 }
 
-/* End the run under way: its statement joins those to send. */
+/* End a run: its statement joins those to send. */
 static void
-end_run(RuleApply *apply)
+end_run(RuleApply *apply, RuleRun *run)
 {
-	MemoryContext old;
+	MemoryContext old = MemoryContextSwitchTo(apply->cxt);
 
-	if (apply->run_table == NULL)
-		return;
-	old = MemoryContextSwitchTo(apply->cxt);
+	apply->run_bytes -= run->elements.len;
 	open_xact(apply);
-	append_run_statement(apply);
-	apply->run_table = NULL;
-	resetStringInfo(&apply->run);
-	apply->run_rows = 0;
-	if (apply->run_keys)
-		hash_destroy(apply->run_keys);
-	apply->run_keys = NULL;
+	append_run_statement(apply, run);
+	apply->runs = list_delete_ptr(apply->runs, run);
 	MemoryContextSwitchTo(old);
+}
+
+/* End every run, in the order they began. */
+static void
+end_runs(RuleApply *apply)
+{
+	while (apply->runs != NIL)
+		end_run(apply, linitial(apply->runs));
 }
 
 typedef struct RunKey
@@ -352,7 +362,7 @@ typedef struct RunKey
 
 /* Is key new in the run?  Remembers it. */
 static bool
-run_key_new(RuleApply *apply, const char *key)
+run_key_new(RuleApply *apply, RuleRun *run, const char *key)
 {
 	RunKey		entry;
 	bool		found;
@@ -361,21 +371,21 @@ run_key_new(RuleApply *apply, const char *key)
 
 	if (key == NULL)
 		return true;
-	if (apply->run_keys == NULL)
+	if (run->keys == NULL)
 	{
 		HASHCTL		ctl;
 
 		ctl.keysize = sizeof(RunKey);
 		ctl.entrysize = sizeof(RunKey);
 		ctl.hcxt = apply->cxt;
-		apply->run_keys = hash_create("replicator run keys", 256, &ctl,
-									  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		run->keys = hash_create("replicator run keys", 256, &ctl,
+								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
 	memset(&entry, 0, sizeof(entry));
 	h1 = hash_bytes((const unsigned char *) key, strlen(key));
 	h2 = hash_bytes_extended((const unsigned char *) key, strlen(key), 0x5eed);
 	snprintf(entry.key, sizeof(entry.key), "%08x%016" INT64_MODIFIER "x%zu", h1, h2, strlen(key));
-	hash_search(apply->run_keys, &entry, HASH_ENTER, &found);
+	hash_search(run->keys, &entry, HASH_ENTER, &found);
 	return !found;
 }
 
@@ -408,9 +418,13 @@ replicator_rule_apply_change(RuleApply *apply, RuleApplyTable *table, const Rule
 	char	   *unchanged = unchanged_string(change->unchanged);
 	bool		full = change->old_is_full && change->old_row != NULL;
 
+	RuleRun    *run = NULL;
+	ListCell   *lc;
+	const char *old_key;
+
 	if (change->op == RULE_TRUNCATE)
 	{
-		end_run(apply);
+		end_runs(apply);
 		open_xact(apply);
 		appendStringInfo(&apply->sql, "TRUNCATE ONLY %s;\n", table->table->qualified);
 		apply->owners = lappend(apply->owners, table);
@@ -419,47 +433,63 @@ replicator_rule_apply_change(RuleApply *apply, RuleApplyTable *table, const Rule
 		return;
 	}
 
-	if (apply->run_table != table || apply->run_op != change->op || apply->run_full != full ||
-		!same_string(apply->run_unchanged, unchanged) || apply->run_rows >= apply->max_rows)
-		end_run(apply);
-	/* a key met twice (old or new) starts a new run */
-	else if (!run_key_new(apply, change->key) ||
-			 (change->old_key && !run_key_new(apply, change->old_key)))
-		end_run(apply);
-
-	if (apply->run_table == NULL)
+	/* under REPLICA IDENTITY FULL the old key is the new one */
+	old_key = change->old_key && change->key && strcmp(change->old_key, change->key) == 0 ?
+		NULL : change->old_key;
+	foreach(lc, apply->runs)
+		if (((RuleRun *) lfirst(lc))->table == table)
+			run = lfirst(lc);
+	if (run && (run->op != change->op || run->full != full ||
+				!same_string(run->unchanged, unchanged) || run->rows >= apply->max_rows ||
+				/* a key met twice (old or new) starts a new run */
+				!run_key_new(apply, run, change->key) ||
+				(old_key && !run_key_new(apply, run, old_key))))
 	{
-		apply->run_table = table;
-		apply->run_op = change->op;
-		apply->run_full = full;
-		apply->run_unchanged = unchanged;
-		appendStringInfoChar(&apply->run, '[');
-		(void) run_key_new(apply, change->key);
-		if (change->old_key)
-			(void) run_key_new(apply, change->old_key);
+		end_run(apply, run);
+		run = NULL;
+	}
+	/* in the source's order, unless the target lets changes of tables commute */
+	if (run == NULL && !apply->reorder)
+		end_runs(apply);
+
+	if (run == NULL)
+	{
+		run = palloc0(sizeof(RuleRun));
+		run->table = table;
+		run->op = change->op;
+		run->full = full;
+		run->unchanged = unchanged;
+		initStringInfo(&run->elements);
+		appendStringInfoChar(&run->elements, '[');
+		(void) run_key_new(apply, run, change->key);
+		if (old_key)
+			(void) run_key_new(apply, run, old_key);
+		apply->runs = lappend(apply->runs, run);
 	}
 	else
-		appendStringInfoChar(&apply->run, ',');
+		appendStringInfoChar(&run->elements, ',');
 
+	apply->run_bytes -= run->elements.len;
 	/* a missing "n" (a delete) is SQL NULL to json_populate_record */
-	appendStringInfoString(&apply->run, "{\"o\":");
-	appendStringInfoString(&apply->run, change->old_row ? change->old_row : change->new_row);
+	appendStringInfoString(&run->elements, "{\"o\":");
+	appendStringInfoString(&run->elements, change->old_row ? change->old_row : change->new_row);
 	if (change->new_row)
 	{
-		appendStringInfoString(&apply->run, ",\"n\":");
-		appendStringInfoString(&apply->run, change->new_row);
+		appendStringInfoString(&run->elements, ",\"n\":");
+		appendStringInfoString(&run->elements, change->new_row);
 	}
 	if (txn)
 	{
-		appendStringInfoString(&apply->run, ",\"c\":");
-		escape_json(&apply->run, timestamptz_to_str(txn->commit_time));
+		appendStringInfoString(&run->elements, ",\"c\":");
+		escape_json(&run->elements, timestamptz_to_str(txn->commit_time));
 	}
-	appendStringInfoChar(&apply->run, '}');
-	apply->run_rows++;
+	appendStringInfoChar(&run->elements, '}');
+	apply->run_bytes += run->elements.len;
+	run->rows++;
 	apply->changes++;
 	MemoryContextSwitchTo(old);
 
-	if (apply->sql.len + apply->run.len > RULE_MAX_SQL_BYTES)
+	if (apply->sql.len + apply->run_bytes > RULE_MAX_SQL_BYTES)
 		(void) replicator_rule_apply_send(apply, NULL);
 }
 
@@ -542,7 +572,7 @@ replicator_rule_apply_send(RuleApply *apply, const char *extra_sql)
 	bool		ok;
 	MemoryContext old;
 
-	end_run(apply);
+	end_runs(apply);
 	old = MemoryContextSwitchTo(apply->cxt);
 	if (extra_sql)
 	{
@@ -587,7 +617,7 @@ replicator_rule_apply_commit(RuleApply *apply, XLogRecPtr lsn, const char *extra
 	StringInfoData tail;
 	MemoryContext old;
 
-	end_run(apply);
+	end_runs(apply);
 	old = MemoryContextSwitchTo(apply->cxt);
 	open_xact(apply);
 	initStringInfo(&tail);

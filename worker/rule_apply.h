@@ -67,14 +67,16 @@ typedef struct RuleApply
 	bool		xact_open;
 	int64		changes;		/* in the open target transaction */
 
-	/* the run being built: one table, one kind of change, distinct keys */
-	RuleApplyTable *run_table;
-	RuleOp		run_op;
-	bool		run_full;
-	char	   *run_unchanged;	/* columns left out of the SET, as a string */
-	StringInfoData run;
-	int			run_rows;
-	struct HTAB *run_keys;
+	/*
+	 * The runs being built: each one table, one kind of change, distinct
+	 * keys.  One at a time, in the source's order; with reorder (the
+	 * target session replicates as PostgreSQL's own apply does, no
+	 * triggers or foreign keys checked), one per table, since changes of
+	 * different tables in one target transaction commute.
+	 */
+	List	   *runs;			/* struct RuleRun *, in the order they began */
+	bool		reorder;
+	int64		run_bytes;		/* of the runs under way */
 
 	List	   *conflicts;		/* RuleConflict *, since the last commit */
 	/* a statement failed: its message and table (NULL: not a table's) */

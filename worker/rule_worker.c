@@ -82,6 +82,7 @@ static XLogRecPtr recorded_lsn; /* the target's progress record */
 static XLogRecPtr pending_lsn;	/* end of the last txn in the open batch */
 static bool restart_decoding;	/* a new table to copy, or a table paused */
 static bool requires_password;	/* the password rule, decided at start */
+static bool target_replica_role;	/* session_replication_role = replica there */
 static Oid	new_relid;			/* the new table that asked for it */
 
 typedef struct TableEntry
@@ -206,6 +207,20 @@ connect_target(void)
 	 * stream do (it checks a destination's position at each connection).
 	 */
 	PQclear(remote(conn, "SET synchronous_commit = on", PGRES_COMMAND_OK));
+
+	/*
+	 * As PostgreSQL's own apply: the target's triggers and foreign keys do
+	 * not fire for replicated rows (they did on the source).  Then changes
+	 * of different tables may share a statement each per batch.  A role
+	 * that may not set it applies in the source's order, triggers firing.
+	 */
+	{
+		PGresult   *res = replicator_remote_exec(conn, "SET session_replication_role = replica", 0, NULL);
+
+		target_replica_role = res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK;
+		if (res)
+			PQclear(res);
+	}
 	PQclear(remote(conn,
 				   "CREATE SCHEMA IF NOT EXISTS replicator_apply;"
 				   "CREATE TABLE IF NOT EXISTS replicator_apply.progress ("
@@ -1158,6 +1173,7 @@ replicator_rule_main(Datum arg)
 
 		conn = connect_target();
 		replicator_rule_apply_init(&apply, conn, &config, source_id, slot_name);
+		apply.reorder = target_replica_role;
 		drain_conflicts(conn);
 
 		/* where the target is: what it holds was applied, once */
