@@ -119,18 +119,21 @@ as_pg psql -X -q -At -h /tmp -p $DST2 -d node_b -c "SELECT replicator.wait_for_r
 echo "node_b:    $(as_pg psql -X -q -At -h /tmp -p $DST2 -d node_b -c "$digest")"
 echo "source:    $(quiet $SRC "$digest")"
 
-log "replication rules: any tables of the source, to a database registered only as a rule target"
+log "replication rules: any tables of a database (shop, on the source's server) to a database registered only as a rule target"
+quiet $SRC "CREATE DATABASE shop" >/dev/null
 quiet $DST1 "CREATE DATABASE reports" >/dev/null
+shop() { as_pg psql -X -h /tmp -p $SRC -d shop --echo-queries "$@"; }
 tables="CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL);
 CREATE TABLE orders (id bigint PRIMARY KEY, customer int, total numeric(10,2), placed timestamptz DEFAULT now());"
 as_pg psql -X -q -h /tmp -p $DST1 -d reports -c "$tables"
-src -v ON_ERROR_STOP=1 <<SQL
+shop -v ON_ERROR_STOP=1 <<SQL
+CREATE EXTENSION replicator;
 $tables
 INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 100) g;
 INSERT INTO orders (id, customer, total) SELECT g, 1 + g % 100, g * 1.25 FROM generate_series(1, 5000) g;
 SELECT replicator.add_replica('reports', 'host=/tmp port=$DST1 dbname=reports', stream_events => false);
 SQL
-src -v ON_ERROR_STOP=1 <<SQL
+shop -v ON_ERROR_STOP=1 <<SQL
 SELECT replicator.add_rule('shop', 'reports', 'cdc', '{public.customers, public.orders}');
 SELECT * FROM replicator.validate_rule('shop');
 SELECT replicator.wait_for_rule('shop', '1 min');
@@ -141,17 +144,17 @@ SELECT replicator.wait_for_rule('shop', '1 min');
 SELECT table_name, state, lag_changes, lag, inserted, updated, deleted, conflicts FROM replicator.rule_status;
 SQL
 shop_digest="SELECT (SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM customers c) || ' ' || (SELECT md5(string_agg(o::text, ',' ORDER BY id)) FROM orders o)"
-echo "source:  $(quiet $SRC "$shop_digest")"
+echo "shop:    $(as_pg psql -X -q -At -h /tmp -p $SRC -d shop -c "$shop_digest")"
 echo "reports: $(as_pg psql -X -q -At -h /tmp -p $DST1 -d reports -c "$shop_digest")"
 log "a conflict: the target changed a customer, the source changes it too; source-wins, recorded"
 as_pg psql -X -q -h /tmp -p $DST1 -d reports -c "INSERT INTO customers VALUES (102, 'made on the target')"
-src -v ON_ERROR_STOP=1 <<SQL
+shop -v ON_ERROR_STOP=1 <<SQL
 INSERT INTO customers VALUES (102, 'made on the source');
 SELECT replicator.wait_for_rule('shop', '1 min');
 SELECT table_name, key, kind, resolution, target_row FROM replicator.conflicts;
 SQL
 log "a snapshot rule: sync() mirrors, and a second sync moves nothing"
-src -v ON_ERROR_STOP=1 <<SQL
+shop -v ON_ERROR_STOP=1 <<SQL
 SELECT replicator.pause_rule('shop');
 SELECT replicator.add_rule('nightly', 'reports', 'snapshot', '{public.orders}');
 SELECT * FROM replicator.sync('nightly');
