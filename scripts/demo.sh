@@ -153,7 +153,8 @@ INSERT INTO customers VALUES (102, 'made on the source');
 SELECT replicator.wait_for_rule('shop', '1 min');
 SELECT table_name, key, kind, resolution, target_row FROM replicator.conflicts;
 SQL
-log "a snapshot rule: sync() mirrors, and a second sync moves nothing"
+log "a snapshot rule: sync() mirrors (a row lost and one made up on the target), and a second sync moves nothing"
+as_pg psql -X -q -h /tmp -p $DST1 -d reports -c "DELETE FROM orders WHERE id = 1; INSERT INTO orders (id) VALUES (999999)"
 shop -v ON_ERROR_STOP=1 <<SQL
 SELECT replicator.pause_rule('shop');
 SELECT replicator.add_rule('nightly', 'reports', 'snapshot', '{public.orders}');
