@@ -533,6 +533,7 @@ each_result(PGresult *res, int i, void *arg)
 			old = MemoryContextSwitchTo(apply->conflict_cxt);
 			apply->error = replicator_remote_error(apply->conn, res);
 			apply->error_table = owner;
+			apply->error_transient = replicator_remote_error_transient(res);
 			MemoryContextSwitchTo(old);
 		}
 		return;
@@ -652,5 +653,6 @@ replicator_rule_apply_recorded(RuleApply *apply)
 	apply->conflicts = NIL;
 	apply->error = NULL;
 	apply->error_table = NULL;
+	apply->error_transient = false;
 	MemoryContextReset(apply->conflict_cxt);
 }

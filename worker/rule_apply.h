@@ -82,6 +82,7 @@ typedef struct RuleApply
 	/* a statement failed: its message and table (NULL: not a table's) */
 	char	   *error;
 	RuleApplyTable *error_table;
+	bool		error_transient;	/* a deadlock, a timeout, a shutdown: retry */
 	MemoryContext cxt;			/* what is sent: reset after each round trip */
 	MemoryContext conflict_cxt; /* conflicts and error: reset once recorded */
 } RuleApply;

@@ -336,7 +336,8 @@ in_copy(RuleApplyTable *t, const RuleTxn *txn)
 {
 	ListCell   *lc;
 
-	if (!t->copied || txn->end_lsn >= t->copy_until)
+	/* a commit ending at until may be in the copy: the xid decides */
+	if (!t->copied || txn->end_lsn > t->copy_until)
 		return false;
 	if (TransactionIdPrecedes(txn->xid, t->copy_xmin))
 		return true;
@@ -532,7 +533,7 @@ record:
 		char	   *error = pstrdup(apply.error);
 
 		/* a lost target is no reason to pause: the worker starts over */
-		if (apply.error_table == NULL || PQstatus(conn) != CONNECTION_OK)
+		if (apply.error_table == NULL || PQstatus(conn) != CONNECTION_OK || apply.error_transient)
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("rule \"%s\": initial copy of %s to target \"%s\" failed: %s",
@@ -916,7 +917,7 @@ batch_failed(PGconn *conn)
 	char	   *error = apply.error ? pstrdup(apply.error) : pstrdup("connection lost");
 	RuleApplyTable *t = apply.error_table;
 
-	if (t == NULL || PQstatus(conn) != CONNECTION_OK)
+	if (t == NULL || PQstatus(conn) != CONNECTION_OK || apply.error_transient)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("rule \"%s\": target \"%s\": %s", rule_name, config.target, error)));
@@ -955,6 +956,7 @@ decode(PGconn *conn)
 	LogicalDecodingContext *ctx;
 	TimestampTz last_progress = GetCurrentTimestamp();
 	uint64		generation = replicator_catalog_generation(MyDatabaseId);
+	uint64		records = 0;
 
 	restart_decoding = false;
 	pending_lsn = InvalidXLogRecPtr;
@@ -985,7 +987,9 @@ decode(PGconn *conn)
 				LogicalConfirmReceivedLocation(recorded_lsn);
 				record_locally();
 			}
-			report_position(InvalidXLogRecPtr, pending_changes, pending_changes ? oldest_pending : 0);
+			/* the shared lock is taken now and then, not per record */
+			if ((++records & 255) == 0)
+				report_position(InvalidXLogRecPtr, pending_changes, pending_changes ? oldest_pending : 0);
 			CHECK_FOR_INTERRUPTS();
 		}
 		if (restart_decoding)
@@ -1185,7 +1189,12 @@ replicator_rule_main(Datum arg)
 			recorded_lsn = DatumGetLSN(DirectFunctionCall1(pg_lsn_in,
 														   CStringGetDatum(PQgetvalue(res, 0, 0))));
 		PQclear(res);
-		if (recorded_lsn < MyReplicationSlot->data.confirmed_flush)
+		/*
+		 * A new slot starts a new history: whatever the target recorded (a
+		 * former slot's, or a clone's with our system identifier) says
+		 * nothing of it; its tables are all copied again.
+		 */
+		if (recorded_lsn < MyReplicationSlot->data.confirmed_flush || new_slot)
 		{
 			/* new slot, or a target that lost commits: copy everything */
 			if (recorded_lsn != InvalidXLogRecPtr && !new_slot)
@@ -1214,11 +1223,20 @@ replicator_rule_main(Datum arg)
 
 			if (!prepare_tables(conn))
 			{
-				/* the report has errors: look again at each catalog change */
-				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-								 10000, PG_WAIT_EXTENSION);
-				ResetLatch(MyLatch);
-				CHECK_FOR_INTERRUPTS();
+				TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 10000);
+
+				/*
+				 * The report has errors: look again in 10 s or at a catalog
+				 * change, not at every commit that sets the latch.
+				 */
+				while (replicator_catalog_generation(MyDatabaseId) == catalog &&
+					   GetCurrentTimestamp() < until)
+				{
+					(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+									 1000, PG_WAIT_EXTENSION);
+					ResetLatch(MyLatch);
+					CHECK_FOR_INTERRUPTS();
+				}
 				continue;
 			}
 			decode(conn);
