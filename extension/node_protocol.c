@@ -184,7 +184,8 @@ apply_topology(Jsonb *topology, const char *md5)
 	Datum		values[2] = {JsonbPGetDatum(topology),
 	CStringGetTextDatum(GetUserNameFromId(GetUserId(), false))};
 
-	exec_owner("DELETE FROM replicator.replicas", 0, NULL, NULL, SPI_OK_DELETE);
+	/* a rule's targets are this database's own, not the topology's */
+	exec_owner("DELETE FROM replicator.replicas WHERE stream_events", 0, NULL, NULL, SPI_OK_DELETE);
 	replicator_replica_api_insert(true);
 	exec_owner("INSERT INTO replicator.replicas (name, conninfo, role, lag_tolerance, enabled,"
 			   " incarnation, created_at, created_by, changed_by)"

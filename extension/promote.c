@@ -149,7 +149,7 @@ read_nodes(void)
 
 	ret = replicator_spi_execute_as_owner("SELECT name, conninfo, changed_by, role,"
 										  " pg_catalog.date_part('epoch', lag_tolerance) OPERATOR(pg_catalog.*) 1000000"
-										  " FROM replicator.replicas ORDER BY name",
+										  " FROM replicator.replicas WHERE stream_events ORDER BY name",
 										  0, NULL, NULL, NULL, true);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read replicator.replicas: %s", SPI_result_code_string(ret));

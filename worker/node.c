@@ -117,7 +117,7 @@ replicator_topology_push_document(void)
 										  "   'created_by', r.created_by,"
 										  "   'superuser_set', coalesce((SELECT a.rolsuper FROM pg_catalog.pg_roles a"
 										  "     WHERE a.rolname OPERATOR(pg_catalog.=) r.changed_by), false))"
-										  "   ORDER BY r.name), '[]') FROM replicator.replicas r),"
+										  "   ORDER BY r.name), '[]') FROM replicator.replicas r WHERE r.stream_events),"
 										  " 'epochs', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object("
 										  "   'epoch', e.epoch, 'master', e.master, 'first_id', e.first_id,"
 										  "   'started_at', e.started_at, 'how', e.how, 'detail', e.detail)"

@@ -131,7 +131,7 @@ replicator_topology_read(ScanTopology *topology)
 	ret = SPI_execute("SELECT name, role OPERATOR(pg_catalog.=) 'master', conninfo,"
 					  " pg_catalog.round(pg_catalog.extract('epoch', lag_tolerance)"
 					  "  OPERATOR(pg_catalog.*) 1000)::pg_catalog.int8"
-					  " FROM replicator.replicas",
+					  " FROM replicator.replicas WHERE stream_events",
 					  true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read replicator.replicas: %s", SPI_result_code_string(ret));

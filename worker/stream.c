@@ -302,8 +302,16 @@ mark_invalid(const char *reason)
 	slot->state = REPLICA_INVALID;
 	LWLockRelease(ReplicatorState->lock);
 
+	/*
+	 * Not once this node became a slave meanwhile (its replicas are then its
+	 * master's, pushed to it): a stale master's worker must not leave a mark
+	 * that outlives the push and keeps the replica from being streamed to
+	 * when this node is master again.
+	 */
 	update_catalog("UPDATE replicator.replicas SET invalid_reason = $2,"
-				   " invalid_since = pg_catalog.now() WHERE name OPERATOR(pg_catalog.=) $1", reason);
+				   " invalid_since = pg_catalog.now() WHERE name OPERATOR(pg_catalog.=) $1"
+				   " AND NOT EXISTS (SELECT FROM replicator.node_state n"
+				   "  WHERE n.master OPERATOR(pg_catalog.<>) n.name)", reason);
 	stop_streaming("destination is invalid until replicator.resume_replica() is called");
 }
 

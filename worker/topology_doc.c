@@ -55,7 +55,7 @@
 	"                 WHEN NOT r.enabled THEN 'paused'" \
 	"                 ELSE 'enabled' END," \
 	"   'created_at', r.created_at) ORDER BY r.name)" \
-	"  FROM replicator.replicas r), '[]'::pg_catalog.jsonb)," \
+	"  FROM replicator.replicas r WHERE r.stream_events), '[]'::pg_catalog.jsonb)," \
 	" 'epochs', COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(" \
 	"   'epoch', e.epoch," \
 	"   'master', e.master," \
