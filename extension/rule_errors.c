@@ -92,9 +92,7 @@ source_row(RuleTable *table, const char *key)
 	Oid			saved_user;
 	int			saved_context;
 	Oid			owner;
-	HeapTuple	tup;
-	int			nestlevel;
-	volatile int ret = 0;
+	int			ret;
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "SELECT t.* FROM ONLY %s t,"
@@ -104,33 +102,11 @@ source_row(RuleTable *table, const char *key)
 		appendStringInfo(&sql, "%st.%s OPERATOR(pg_catalog.=) k.%s",
 						 foreach_current_index(lc) > 0 ? " AND " : "",
 						 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
-	/*
-	 * As the table's owner, as the rule's worker reads it: rendering a row
-	 * can run code of theirs (a cast of their type to json), which must not
-	 * run with the rights of the extension's owner.
-	 */
+	/* as the table's owner, as the rule's worker reads it (rule_catalog.c) */
 	SPI_connect();
+	owner = replicator_rule_table_owner(table->relid);
 	GetUserIdAndSecContext(&saved_user, &saved_context);
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(table->relid));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", table->relid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	SetUserIdAndSecContext(owner, saved_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	PG_TRY();
-	{
-		ret = SPI_execute_with_args(sql.data, 1, types, values, NULL, true, 0);
-	}
-	PG_FINALLY();
-	{
-		AtEOXact_GUC(false, nestlevel);
-		SetUserIdAndSecContext(saved_user, saved_context);
-	}
-	PG_END_TRY();
+	ret = replicator_rule_spi_as_owner(table->relid, sql.data, 1, types, values, NULL, true);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read %s", table->qualified);
 	if (SPI_processed == 1)
@@ -167,7 +143,6 @@ replicator_retry_rule_error(PG_FUNCTION_ARGS)
 	PGresult   *res;
 	char	   *error = NULL;
 	bool		transient;
-	const char *values[1];
 
 	replicator_check_admin();
 	e = read_set_aside(id);
@@ -201,27 +176,12 @@ replicator_retry_rule_error(PG_FUNCTION_ARGS)
 	{
 		memset(&target, 0, sizeof(target));
 		target.table = table;
-		/* the columns both sides have */
-		values[0] = table->qualified;
-		res = replicator_remote_exec(conn, "SET search_path = pg_catalog, pg_temp;"
-									 "SELECT 1", 0, NULL);
-		if ((error = replicator_remote_expect(conn, res, PGRES_TUPLES_OK)) != NULL)
+		res = replicator_remote_exec(conn, "SET search_path = pg_catalog, pg_temp", 0, NULL);
+		if ((error = replicator_remote_expect(conn, res, PGRES_COMMAND_OK)) != NULL)
 			elog(ERROR, "%s", error);
-		res = replicator_remote_exec(conn, "SELECT attname FROM pg_catalog.pg_attribute"
-									 " WHERE attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)"
-									 " AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped"
-									 " AND attgenerated OPERATOR(pg_catalog.=) ''", 1, values);
-		if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
-			elog(ERROR, "%s", replicator_remote_expect(conn, res, PGRES_TUPLES_OK));
-		{
-			ListCell   *lc;
-
-			foreach(lc, table->columns)
-				for (int r = 0; r < PQntuples(res); r++)
-					if (strcmp(PQgetvalue(res, r, 0), lfirst(lc)) == 0)
-						target.columns = lappend(target.columns, lfirst(lc));
-		}
-		PQclear(res);
+		target.columns = replicator_rule_target_columns(conn, table, &error);
+		if (error)
+			elog(ERROR, "%s", error);
 
 		config.resolution = RULE_SOURCE_WINS;
 		config.timestamp_column = NULL;

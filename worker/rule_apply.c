@@ -64,6 +64,36 @@ replicator_rule_apply_init(RuleApply *apply, PGconn *conn, const RuleConfig *con
 	replicator_rule_apply_reset(apply);
 }
 
+/*
+ * The columns of table that its target table has too (not generated
+ * there): what a rule writes.  NULL and *error if the query failed.
+ */
+List *
+replicator_rule_target_columns(PGconn *conn, RuleTable *table, char **error)
+{
+	const char *values[1] = {table->qualified};
+	PGresult   *res = replicator_remote_exec(conn,
+											 "SELECT attname FROM pg_catalog.pg_attribute"
+											 " WHERE attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)"
+											 " AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped"
+											 " AND attgenerated OPERATOR(pg_catalog.=) ''", 1, values);
+	List	   *cols = NIL;
+	ListCell   *lc;
+
+	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		*error = replicator_remote_expect(conn, res, PGRES_TUPLES_OK);
+		return NULL;
+	}
+	foreach(lc, table->columns)
+		for (int r = 0; r < PQntuples(res); r++)
+			if (strcmp(PQgetvalue(res, r, 0), lfirst(lc)) == 0)
+				cols = lappend(cols, lfirst(lc));
+	PQclear(res);
+	*error = NULL;
+	return cols;
+}
+
 /* Whatever is built for the next round trip lives in apply->cxt. */
 static void
 start_over(RuleApply *apply)
@@ -511,17 +541,10 @@ replicator_rule_apply_rows(RuleApply *apply, RuleApplyTable *table, char **rows,
 	}
 }
 
-typedef struct ResultState
-{
-	RuleApply  *apply;
-	MemoryContext cxt;
-} ResultState;
-
 static void
 each_result(PGresult *res, int i, void *arg)
 {
-	ResultState *state = arg;
-	RuleApply  *apply = state->apply;
+	RuleApply  *apply = arg;
 	RuleApplyTable *owner = i < list_length(apply->owners) ? list_nth(apply->owners, i) : NULL;
 	ExecStatusType status = PQresultStatus(res);
 	MemoryContext old;
@@ -569,7 +592,6 @@ each_result(PGresult *res, int i, void *arg)
 bool
 replicator_rule_apply_send(RuleApply *apply, const char *extra_sql)
 {
-	ResultState state;
 	bool		ok;
 	MemoryContext old;
 
@@ -583,9 +605,7 @@ replicator_rule_apply_send(RuleApply *apply, const char *extra_sql)
 	MemoryContextSwitchTo(old);
 	if (apply->sql.len == 0)
 		return true;
-	state.apply = apply;
-	state.cxt = CurrentMemoryContext;
-	ok = replicator_remote_exec_each(apply->conn, apply->sql.data, each_result, &state);
+	ok = replicator_remote_exec_each(apply->conn, apply->sql.data, each_result, apply);
 	if (!ok && apply->error == NULL)
 	{
 		old = MemoryContextSwitchTo(apply->conflict_cxt);

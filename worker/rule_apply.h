@@ -26,7 +26,6 @@ typedef struct RuleApplyTable
 	bool		paused;			/* its changes are skipped */
 	/* the initial copy holds the changes of transactions visible to it */
 	bool		copied;
-	char	   *copy_snapshot;	/* pg_snapshot text */
 	TransactionId copy_xmin;
 	TransactionId copy_xmax;
 	List	   *copy_xip;		/* TransactionId, as uintptr_t */
@@ -97,5 +96,6 @@ extern bool replicator_rule_apply_commit(RuleApply *apply, XLogRecPtr lsn, const
 extern void replicator_rule_apply_reset(RuleApply *apply);
 extern void replicator_rule_apply_recorded(RuleApply *apply);
 extern char *replicator_rule_progress_sql(RuleApply *apply, XLogRecPtr lsn);
+extern List *replicator_rule_target_columns(PGconn *conn, RuleTable *table, char **error);
 
 #endif							/* REPLICATOR_RULE_APPLY_H */

@@ -27,11 +27,13 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/rls.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
@@ -424,4 +426,59 @@ replicator_rule_drop_orphan_slots(void)
 	if (SPI_execute(sql, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not drop the slots of dropped rules");
 	SPI_finish();
+}
+
+/* The table's owner, the table locked against a drop meanwhile. */
+Oid
+replicator_rule_table_owner(Oid relid)
+{
+	HeapTuple	tup;
+	Oid			owner;
+
+	LockRelationOid(relid, AccessShareLock);
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table with OID %u of a rule was dropped meanwhile", relid)));
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/*
+ * Run sql on a table's rows as its owner: rendering a row can run code the
+ * owner chose (a cast of their type), which must never run with the rights
+ * of the worker or the extension's owner.  No row security: it would copy
+ * a subset silently.
+ */
+int
+replicator_rule_spi_as_owner(Oid relid, const char *sql, int nargs, Oid *types, Datum *values,
+							 const char *nulls, bool read_only)
+{
+	Oid			owner = replicator_rule_table_owner(relid);
+	Oid			saved_userid;
+	int			saved_sec_context;
+	int			save_nestlevel;
+	volatile int ret = 0;
+
+	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
+	SetUserIdAndSecContext(owner, saved_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+	PG_TRY();
+	{
+		(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		(void) set_config_option("row_security", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		ret = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, 0);
+	}
+	PG_FINALLY();
+	{
+		AtEOXact_GUC(false, save_nestlevel);
+		SetUserIdAndSecContext(saved_userid, saved_sec_context);
+	}
+	PG_END_TRY();
+	return ret;
 }

@@ -58,6 +58,9 @@ extern bool replicator_rule_covers(const RuleConfig *config, Oid relid);
 extern bool replicator_rule_excluded(Oid relid);
 extern char *replicator_rule_slot_name(int32 id);
 extern void replicator_rule_drop_orphan_slots(void);
+extern Oid	replicator_rule_table_owner(Oid relid);
+extern int	replicator_rule_spi_as_owner(Oid relid, const char *sql, int nargs, Oid *types,
+										 Datum *values, const char *nulls, bool read_only);
 extern const char *replicator_rule_resolution_name(RuleConflictResolution r);
 
 #endif							/* REPLICATOR_RULE_CATALOG_H */

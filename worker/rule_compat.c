@@ -441,58 +441,6 @@ type_fit(const TypeDesc *s, const TypeDesc *t, const char *qualified, const char
 	return fit(FIT_NEVER);
 }
 
-/*
- * SPI_execute_with_args() as the owner of table relid, for a statement that
- * reads its rows: comparing or rendering a value can run code the owner
- * chose (a cast of an enum, domain or composite type of theirs, a function
- * or operator of theirs), which must never run as the extension's owner or
- * the caller.  As PostgreSQL runs a table owner's code in maintenance
- * commands: restricted, search_path pg_catalog, pg_temp; and row_security
- * off, so that a policy forced on the owner makes the statement fail
- * rather than read a subset.  The table is locked (AccessShareLock, until
- * the transaction ends) before its owner is read, so the owner stays.
- * Needs SPI connected.
- */
-static int
-spi_as_table_owner(Oid relid, const char *sql, int nargs, Oid *types, Datum *values,
-				   const char *nulls, bool read_only)
-{
-	HeapTuple	tup;
-	Oid			owner;
-	Oid			saved_userid;
-	int			saved_sec_context;
-	int			save_nestlevel;
-	volatile int ret = 0;
-
-	LockRelationOid(relid, AccessShareLock);
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(tup))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("table with OID %u was dropped while the rule was being checked", relid)));
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-
-	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
-	SetUserIdAndSecContext(owner, saved_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-	save_nestlevel = NewGUCNestLevel();
-	PG_TRY();
-	{
-		(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-		(void) set_config_option("row_security", "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-		ret = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, 0);
-	}
-	PG_FINALLY();
-	{
-		AtEOXact_GUC(false, save_nestlevel);
-		SetUserIdAndSecContext(saved_userid, saved_sec_context);
-	}
-	PG_END_TRY();
-	return ret;
-}
 
 /*
  * The rows of table for which cond is true: their number, and up to
@@ -521,7 +469,7 @@ misfits(const RuleTable *table, const char *cond, char **sample)
 
 	initStringInfo(&out);
 	SPI_connect();
-	ret = spi_as_table_owner(table->relid, sql.data, 0, NULL, NULL, NULL, true);
+	ret = replicator_rule_spi_as_owner(table->relid, sql.data, 0, NULL, NULL, NULL, true);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not check the data of %s: %s", table->qualified,
 			 SPI_result_code_string(ret));

@@ -71,14 +71,11 @@ set_txn(DecodeState *state, ReorderBufferTXN *txn)
 	state->txn.commit_time = txn->xact_time.commit_time;
 }
 
+
+/* PostgreSQL wants a begin callback; the worker needs nothing at BEGIN */
 static void
 decode_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 {
-	DecodeState *state = ctx->output_plugin_private;
-
-	set_txn(state, txn);
-	if (replicator_rule_decode_sink)
-		replicator_rule_decode_sink->begin(replicator_rule_decode_sink->arg, &state->txn);
 }
 
 static void

@@ -53,7 +53,6 @@ typedef struct RuleChange
 /* What the worker decoding in its own process is called back with. */
 typedef struct RuleDecodeSink
 {
-	void		(*begin) (void *arg, const RuleTxn *txn);
 	/* relation is open; false: not this rule's, ignore */
 	void		(*change) (void *arg, const RuleTxn *txn, RuleChange *change);
 	void		(*commit) (void *arg, const RuleTxn *txn);

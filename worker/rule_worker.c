@@ -290,19 +290,6 @@ set_local_state(const char *table_name, const char *state, const char *reason)
 			   4, types, values, nulls);
 }
 
-static Oid
-table_owner(Oid relid)
-{
-	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "table %u of rule \"%s\" is gone", relid, rule_name);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
-
 /* parse "xmin:xmax:xip,..." (pg_snapshot's text) into the copy's filter */
 static void
 set_copy_filter(RuleApplyTable *t, const char *snapshot, const char *until)
@@ -311,7 +298,6 @@ set_copy_filter(RuleApplyTable *t, const char *snapshot, const char *until)
 	char	   *xip;
 
 	t->copied = true;
-	t->copy_snapshot = MemoryContextStrdup(tables_cxt, snapshot);
 	t->copy_xmin = (TransactionId) strtou64(s, &s, 10);
 	t->copy_xmax = (TransactionId) strtou64(s + 1, &s, 10);
 	t->copy_xip = NIL;
@@ -353,19 +339,13 @@ in_copy(RuleApplyTable *t, const RuleTxn *txn)
 static List *
 common_columns(PGconn *conn, RuleTable *t)
 {
-	PGresult   *res = remote(conn, psprintf("SELECT attname FROM pg_catalog.pg_attribute"
-											" WHERE attrelid = pg_catalog.to_regclass(%s) AND attnum > 0"
-											" AND NOT attisdropped AND attgenerated = ''",
-											quote_literal_cstr(t->qualified)),
-						  PGRES_TUPLES_OK);
-	List	   *cols = NIL;
-	ListCell   *lc;
+	char	   *error;
+	List	   *cols = replicator_rule_target_columns(conn, t, &error);
 
-	foreach(lc, t->columns)
-		for (int r = 0; r < PQntuples(res); r++)
-			if (strcmp(PQgetvalue(res, r, 0), lfirst(lc)) == 0)
-				cols = lappend(cols, lfirst(lc));
-	PQclear(res);
+	if (error)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("rule \"%s\": target \"%s\": %s", rule_name, config.target, error)));
 	return cols;
 }
 
@@ -408,7 +388,7 @@ copy_table(PGconn *conn, RuleApplyTable *t, const char *requested, bool mirror)
 		XactIsoLevel = XACT_REPEATABLE_READ;
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		owner = table_owner(t->table->relid);
+		owner = replicator_rule_table_owner(t->table->relid);
 		if (SPI_execute(psprintf("SELECT pg_catalog.pg_current_snapshot()::text,"
 								 " pg_catalog.pg_current_wal_insert_lsn()::text,"
 								 " (SELECT pg_catalog.count(*) FROM ONLY %s)", t->table->qualified),
@@ -731,11 +711,6 @@ static int64 pending_changes = 0;
 static TimestampTz oldest_pending = 0;
 
 static void
-sink_begin(void *arg, const RuleTxn *txn)
-{
-}
-
-static void
 sink_change(void *arg, const RuleTxn *txn, RuleChange *change)
 {
 	TableEntry *e;
@@ -786,7 +761,7 @@ sink_commit(void *arg, const RuleTxn *txn)
 		restart_decoding = true;
 }
 
-static RuleDecodeSink sink = {sink_begin, sink_change, sink_commit, NULL};
+static RuleDecodeSink sink = {sink_change, sink_commit, NULL};
 
 /* What the batch just committed leaves to record here: conflicts, counts. */
 static void
