@@ -137,13 +137,16 @@ insert_event_array(Oid nspid, ArrayType *events, int64 count)
 
 	result.count = count;
 
+	/*
+	 * A slave or a fenced master refuses before waiting for the id row, or
+	 * for the table: planning locks it, and a promotion or an attach may be
+	 * queued for it.
+	 */
+	replicator_check_insert_allowed();
 	SPI_connect();
 	prepare_plans(nspid);
 	id_relid = source_relid("id", nspid);
 	events_relid = source_relid("events", nspid);
-
-	/* a slave or a fenced master refuses, before waiting for the id row */
-	replicator_check_insert_allowed();
 	PG_TRY();
 	{
 		args[0] = Int64GetDatum(count);

@@ -500,7 +500,7 @@ take_over(NodeRow *target, NodeState *state, int64 epoch, int64 max_id, int64 wa
 }
 
 static int64
-switchover(NodeState *state, const char *name, int64 timeout_ms)
+switchover(NodeState *state, const char *name, int64 timeout_ms, TimestampTz deadline)
 {
 	List	   *rows = read_nodes();
 	NodeRow    *target = find_node(rows, name);
@@ -509,7 +509,6 @@ switchover(NodeState *state, const char *name, int64 timeout_ms)
 	int64		position = -1;
 	ReplicaState stream_state = REPLICA_STOPPED;
 	bool		is_node = false;
-	TimestampTz deadline;
 
 	/* the fence follows the top-level transaction only */
 	if (IsSubTransaction())
@@ -535,7 +534,6 @@ switchover(NodeState *state, const char *name, int64 timeout_ms)
 				 errhint("replicator.replica_status says how each replica stands.")));
 
 	/* fence, then wait for every insert_events under way */
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 	if (!fence_callback_registered)
 	{
 		RegisterXactCallback(unfence_at_end, NULL);
@@ -576,6 +574,43 @@ switchover(NodeState *state, const char *name, int64 timeout_ms)
 				 errhint("Run replicator.promote('%s') here again once \"%s\" can be reached. If it is gone for good and never took over, a restart of this server lifts the fence.", name, name)));
 	become_slave(state, name, epoch, max_id + 1);
 	return max_id;
+}
+
+/*
+ * node_state, locked within wait_ms: an attach_to_master waiting for a
+ * session that holds the id table holds the row meanwhile.  candidate is
+ * the switchover's, NULL for a failover.
+ */
+static bool
+lock_node_state_within(NodeState *state, const char *candidate, int64 wait_ms)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	int			nestlevel = NewGUCNestLevel();
+	volatile bool found = false;
+
+	(void) set_config_option("lock_timeout", psprintf(INT64_FORMAT, Max(wait_ms, 1)),
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	PG_TRY();
+	{
+		found = replicator_read_node_state(state, true);
+	}
+	PG_CATCH();
+	{
+		rethrow_unless_lock_timeout(caller);
+		/* as the fence would say once the row is had */
+		if (candidate != NULL)
+			replicator_refuse_if_in_doubt(candidate);
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 candidate != NULL ?
+				 errmsg("switchover to \"%s\" abandoned: this node's topology state stayed locked for " INT64_FORMAT " ms", candidate, wait_ms) :
+				 errmsg("failover abandoned: this node's topology state stayed locked for " INT64_FORMAT " ms", wait_ms),
+				 errdetail("Another promote(), or a master making this node its slave, holds replicator.node_state. Nothing changed."),
+				 errhint("pg_stat_activity shows who waits for what; a master's attach waits while a session holds the id table.")));
+	}
+	PG_END_TRY();
+	AtEOXact_GUC(true, nestlevel);
+	return found;
 }
 
 /*
@@ -717,6 +752,7 @@ replicator_promote(PG_FUNCTION_ARGS)
 	Interval   *timeout = PG_ARGISNULL(1) ? NULL : PG_GETARG_INTERVAL_P(1);
 	bool		force = PG_ARGISNULL(2) ? false : PG_GETARG_BOOL(2);
 	int64		timeout_ms = 30000;
+	TimestampTz deadline;
 	NodeState	state;
 	int64		last_id;
 	TupleDesc	desc;
@@ -744,8 +780,9 @@ replicator_promote(PG_FUNCTION_ARGS)
 				 errmsg("replicator is not loaded through shared_preload_libraries")));
 
 	SPI_connect();
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 	/* one promotion at a time, and no attach meanwhile */
-	if (!replicator_read_node_state(&state, true))
+	if (!lock_node_state_within(&state, name, timeout_ms))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("this database is in no topology"),
@@ -761,7 +798,7 @@ replicator_promote(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("force applies to a failover only")));
-		last_id = switchover(&state, name, timeout_ms);
+		last_id = switchover(&state, name, timeout_ms, deadline);
 		values[0] = CStringGetTextDatum(name);
 	}
 	else
@@ -771,7 +808,7 @@ replicator_promote(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("this node is the master of epoch " INT64_FORMAT " already", state.epoch),
 					 errhint("A switchover names the slave: replicator.promote('<slave>').")));
-		last_id = failover(&state, force, timeout_ms);
+		last_id = failover(&state, force, ms_left(deadline, 1));
 		values[0] = CStringGetTextDatum(state.name);
 	}
 	SPI_finish();

@@ -311,6 +311,11 @@ SELECT master, epoch FROM replicator.promote('b');
 ROLLBACK;
 });
 like($out, qr/^b\|4$/m, 'f: promote(b) returned before the rollback: B took over at epoch 4');
+# B's attach_to_master waits at A for the id table, holding A's node_state
+# row: promote() must give up on that row within its timeout too.
+ok( $na->poll_query_until('postgres',
+		q{SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE '%attach_to_master%' AND wait_event_type = 'Lock'}),
+	'f: B\'s attach waits at A, holding its node_state row');
 $nb->stop('fast');
 $err = psql_error($na, q{SELECT * FROM replicator.promote('b', '2 s')});
 like($err // '', qr/ERROR: .*switchover to "b" abandoned/, 'f: promote(b) again fails: B is down');

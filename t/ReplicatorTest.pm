@@ -79,7 +79,9 @@ sub wait_node
 sub psql_error
 {
 	my ($node, $sql) = @_;
-	my ($ret, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\n$sql");
+	# a call that hangs fails the test instead of the whole run
+	my ($ret, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\n$sql",
+		timeout => $PostgreSQL::Test::Utils::timeout_default);
 	return undef if $ret == 0;
 	return $err;
 }

@@ -187,6 +187,16 @@ my_database_entry(void)
 	return NULL;
 }
 
+static void
+report_in_doubt(const char *in_doubt_for)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("a switchover to \"%s\" is in doubt", in_doubt_for),
+			 errdetail("Whether \"%s\" took over is not known; another candidate could take over at the same epoch.", in_doubt_for),
+			 errhint("Run replicator.promote('%s') again to finish it, or wait for its stream to make this node its slave.", in_doubt_for)));
+}
+
 /*
  * Fence this node, master at epoch, for a switchover to fenced_for:
  * insert_events refuses from now on, in every session, until
@@ -229,11 +239,7 @@ replicator_fence(const char *fenced_for, int64 epoch)
 				 errmsg("the replicator launcher has not scanned this database yet"),
 				 errhint("Try again in a moment.")));
 	if (in_doubt_for[0] != '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("a switchover to \"%s\" is in doubt", in_doubt_for),
-				 errdetail("Whether \"%s\" took over is not known; another candidate could take over at the same epoch.", in_doubt_for),
-				 errhint("Run replicator.promote('%s') again to finish it, or wait for its stream to make this node its slave.", in_doubt_for)));
+		report_in_doubt(in_doubt_for);
 	return was_in_doubt;
 }
 
@@ -340,6 +346,28 @@ replicator_end_attached_sessions(int64 epoch)
 #endif
 	}
 	return n;
+}
+
+/*
+ * Refuse a switchover to candidate while one to another node is in doubt.
+ * Read without the node_state row, which an attach may hold.
+ */
+void
+replicator_refuse_if_in_doubt(const char *candidate)
+{
+	DatabaseEntry *db;
+	char		in_doubt_for[REPLICA_NAME_LEN] = "";
+
+	if (ReplicatorState == NULL)
+		return;
+	LWLockAcquire(ReplicatorState->lock, LW_SHARED);
+	db = my_database_entry();
+	if (db != NULL && db->fenced && db->fence_in_doubt &&
+		strcmp(db->fenced_for, candidate) != 0)
+		strlcpy(in_doubt_for, db->fenced_for, REPLICA_NAME_LEN);
+	LWLockRelease(ReplicatorState->lock);
+	if (in_doubt_for[0] != '\0')
+		report_in_doubt(in_doubt_for);
 }
 
 /*

@@ -41,5 +41,6 @@ extern void replicator_unfence(bool in_doubt);
 extern void replicator_register_attached(int64 epoch);
 extern int	replicator_end_attached_sessions(int64 epoch);
 extern bool replicator_fenced(int64 epoch, char *fenced_for);
+extern void replicator_refuse_if_in_doubt(const char *candidate);
 
 #endif							/* REPLICATOR_NODE_H */
