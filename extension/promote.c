@@ -620,7 +620,7 @@ lock_node_state_within(NodeState *state, const char *candidate, int64 wait_ms)
  * events table until its server notices.
  */
 static void
-lock_event_source_within(int64 wait_ms)
+lock_event_source_within(int64 wait_ms, int64 timeout_ms)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	int			nestlevel = NewGUCNestLevel();
@@ -636,7 +636,7 @@ lock_event_source_within(int64 wait_ms)
 		rethrow_unless_lock_timeout(caller);
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-				 errmsg("failover abandoned: sessions of the former master still hold this node's events after " INT64_FORMAT " ms", wait_ms),
+				 errmsg("failover abandoned: sessions of the former master still hold this node's events after " INT64_FORMAT " ms", timeout_ms),
 				 errdetail("Nothing changed. Their server closes them once it notices the master is gone."),
 				 errhint("To go on now, end them: SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'replicator:%%' AND datname = current_database();")));
 	}
@@ -645,7 +645,7 @@ lock_event_source_within(int64 wait_ms)
 }
 
 static int64
-failover(NodeState *state, bool force, int64 timeout_ms)
+failover(NodeState *state, bool force, int64 timeout_ms, TimestampTz deadline)
 {
 	List	   *rows = read_nodes();
 	NodeRow    *self = find_node(rows, state->name);
@@ -729,7 +729,7 @@ failover(NodeState *state, bool force, int64 timeout_ms)
 	/* the old master's stream stops here, at a batch boundary */
 	/* the former master's sessions here: it is gone, they only hold locks */
 	replicator_end_attached_sessions(epoch);
-	lock_event_source_within(timeout_ms);
+	lock_event_source_within(ms_left(deadline, 1), timeout_ms);
 	max_id = source_max_id();
 	replicator_become_master(state, epoch, reasons.len > 0 ? "forced failover" : "failover",
 							 psprintf("from \"%s\"%s%s", state->master,
@@ -808,7 +808,7 @@ replicator_promote(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("this node is the master of epoch " INT64_FORMAT " already", state.epoch),
 					 errhint("A switchover names the slave: replicator.promote('<slave>').")));
-		last_id = failover(&state, force, ms_left(deadline, 1));
+		last_id = failover(&state, force, timeout_ms, deadline);
 		values[0] = CStringGetTextDatum(state.name);
 	}
 	SPI_finish();
