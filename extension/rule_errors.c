@@ -179,7 +179,7 @@ replicator_retry_rule_error(PG_FUNCTION_ARGS)
 		res = replicator_remote_exec(conn, "SET search_path = pg_catalog, pg_temp", 0, NULL);
 		if ((error = replicator_remote_expect(conn, res, PGRES_COMMAND_OK)) != NULL)
 			elog(ERROR, "%s", error);
-		target.columns = replicator_rule_target_columns(conn, table, &error);
+		target.columns = replicator_rule_target_columns(conn, table, NULL, &error);
 		if (error)
 			elog(ERROR, "%s", error);
 

@@ -376,6 +376,33 @@ is( conflicts_of('r_sw'),
 		'cf.sw|{"id": 2}|row missing|source-wins||'),
 	'source-wins: conflicts records the key that existed and the rows that were missing');
 
+# source-wins, hot rows: a backlog of many updates of the same rows (in one
+# transaction and across many, a key changed between them, a row missing on
+# the target) ends exactly as on the source, its missing row met once
+q_source(q{SELECT replicator.pause_rule('r_sw')});
+$t2->safe_psql('postgres', q{DELETE FROM cf.sw WHERE id = 11});
+q_source(q{
+INSERT INTO cf.sw VALUES (20, 'h0', NULL), (21, 'h0', NULL), (22, 'h0', NULL);
+BEGIN;
+UPDATE cf.sw SET v = 'in one 1' WHERE id = 11;
+UPDATE cf.sw SET v = 'in one 2' WHERE id = 11;
+UPDATE cf.sw SET v = 'in one 3' WHERE id = 11;
+COMMIT;
+});
+for my $i (1 .. 40)
+{
+	q_source(qq{
+UPDATE cf.sw SET v = 'h$i' WHERE id IN (20, 21);
+UPDATE cf.sw SET id = id + 100, v = 'moved $i' WHERE id IN (22, 122) AND $i % 10 = 0;
+UPDATE cf.sw SET v = v || '.' WHERE id IN (22, 122);
+});
+}
+q_source(q{SELECT replicator.resume_rule('r_sw')});
+wait_rule('r_sw', 'hot rows');
+compare_table($t2, 'cf.sw', 'id', 'source-wins, hot rows: the target ends as the source');
+is( q_source(q{SELECT count(*) FROM replicator.conflicts WHERE rule = 'r_sw' AND key = '{"id": 11}' AND kind = 'row missing'}),
+	'1', 'source-wins, hot rows: the missing row is one conflict');
+
 # source-wins, a row missing on the target whose TOASTed value the update
 # leaves unchanged: the decoded change lacks that value, so the target must
 # not get NULL; the change is set aside, and retry_rule_error brings the

@@ -33,15 +33,24 @@
 
 #define RULE_MAX_ROWS_PER_STATEMENT 2000
 
+/* One element of a run's JSON array: a row's change. */
+typedef struct RunElem
+{
+	const char *old;			/* the old row, or the key */
+	const char *new;			/* NULL for a delete */
+	char	   *commit;			/* the source's commit time, a JSON string */
+} RunElem;
+
 typedef struct RuleRun
 {
 	RuleApplyTable *table;
 	RuleOp		op;
 	bool		full;			/* old rows hold every column */
 	char	   *unchanged;		/* columns left out of the SET, as a string */
-	StringInfoData elements;	/* the JSON array */
-	int			rows;
-	HTAB	   *keys;
+	List	   *elems;			/* RunElem * */
+	int			changes;		/* more than elems once updates merged */
+	int64		bytes;			/* of the elements */
+	HTAB	   *keys;			/* RunKey */
 } RuleRun;
 #define RULE_MAX_SQL_BYTES (8 * 1024 * 1024)
 
@@ -67,13 +76,22 @@ replicator_rule_apply_init(RuleApply *apply, PGconn *conn, const RuleConfig *con
 /*
  * The columns of table that its target table has too (not generated
  * there): what a rule writes.  NULL and *error if the query failed.
+ * *update_triggers: whether a trigger on update fires there, in this
+ * session (under session_replication_role = replica, only ENABLE ALWAYS
+ * or REPLICA ones).
  */
 List *
-replicator_rule_target_columns(PGconn *conn, RuleTable *table, char **error)
+replicator_rule_target_columns(PGconn *conn, RuleTable *table, bool *update_triggers,
+							   char **error)
 {
 	const char *values[1] = {table->qualified};
 	PGresult   *res = replicator_remote_exec(conn,
-											 "SELECT attname FROM pg_catalog.pg_attribute"
+											 "SELECT attname, EXISTS (SELECT FROM pg_catalog.pg_trigger g"
+											 "  WHERE g.tgrelid OPERATOR(pg_catalog.=) a.attrelid AND NOT g.tgisinternal"
+											 "  AND (g.tgtype OPERATOR(pg_catalog.&) 16) OPERATOR(pg_catalog.<>) 0"
+											 "  AND g.tgenabled OPERATOR(pg_catalog.=) ANY (CASE pg_catalog.current_setting('session_replication_role')"
+											 "   WHEN 'replica' THEN '{A,R}'::\"char\"[] ELSE '{A,O}'::\"char\"[] END))"
+											 " FROM pg_catalog.pg_attribute a"
 											 " WHERE attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)"
 											 " AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped"
 											 " AND attgenerated OPERATOR(pg_catalog.=) ''", 1, values);
@@ -89,6 +107,8 @@ replicator_rule_target_columns(PGconn *conn, RuleTable *table, char **error)
 		for (int r = 0; r < PQntuples(res); r++)
 			if (strcmp(PQgetvalue(res, r, 0), lfirst(lc)) == 0)
 				cols = lappend(cols, lfirst(lc));
+	if (update_triggers)
+		*update_triggers = PQntuples(res) > 0 && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
 	PQclear(res);
 	*error = NULL;
 	return cols;
@@ -179,6 +199,31 @@ append_key_match(StringInfo buf, List *key, const char *left, const char *right)
 						 left, quote_identifier(lfirst(lc)), right, quote_identifier(lfirst(lc)));
 }
 
+/* The run's changes as a JSON array. */
+static char *
+run_elements(RuleRun *run)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '[');
+	foreach(lc, run->elems)
+	{
+		RunElem    *e = lfirst(lc);
+
+		/* a missing "n" (a delete) is SQL NULL to json_populate_record */
+		appendStringInfo(&buf, "%s{\"o\":%s", foreach_current_index(lc) > 0 ? "," : "", e->old);
+		if (e->new)
+			appendStringInfo(&buf, ",\"n\":%s", e->new);
+		if (e->commit)
+			appendStringInfo(&buf, ",\"c\":%s", e->commit);
+		appendStringInfoChar(&buf, '}');
+	}
+	appendStringInfoChar(&buf, ']');
+	return buf.data;
+}
+
 /*
  * The statement of the run built so far.  Its result: one row per
  * conflict (op, kind, key, source row, target row, resolution, set aside).
@@ -203,8 +248,7 @@ append_run_statement(RuleApply *apply, RuleRun *run)
 	StringInfoData k;
 	ListCell   *lc;
 
-	appendStringInfoChar(&run->elements, ']');
-	elements = quote_literal_cstr(run->elements.data);
+	elements = quote_literal_cstr(run_elements(run));
 
 	/* when is the target's row newer than the source's change */
 	if (apply->resolution != RULE_LAST_WRITE_WINS)
@@ -267,13 +311,25 @@ append_run_statement(RuleApply *apply, RuleRun *run)
 					 " pg_catalog.json_populate_record(NULL::%s, e.j OPERATOR(pg_catalog.->) 'o') AS o"
 					 " FROM pg_catalog.json_array_elements(%s::pg_catalog.json) WITH ORDINALITY AS e(j, ord)),",
 					 T, T, elements);
-	/* the target rows the changes meet, before any write */
-	appendStringInfo(b, " cur AS MATERIALIZED (SELECT s.ord, pg_catalog.to_jsonb(t.*) AS row, ROW(");
-	append_cols(b, cols, "t.");
-	/* as text: json, xml or point have no = operator */
-	appendStringInfoString(b, ")::text IS NOT DISTINCT FROM ROW(");
-	append_values(b, cols, t->table->json_columns, 'n');
-	appendStringInfo(b, ")::text AS same, %s AS changed, %s AS newer FROM s JOIN %s t ON ", changed,
+	/*
+	 * The target rows the changes meet, before any write.  same: an insert
+	 * finds the very row (as text: json, xml or point have no = operator).
+	 * Only a conflict's target row is rendered.
+	 */
+	appendStringInfoString(b, " cur AS MATERIALIZED (SELECT s.ord, ");
+	if (run->op == RULE_INSERT)
+	{
+		/* an insert that meets a row is a conflict, unless it is the same */
+		appendStringInfoString(b, "pg_catalog.to_jsonb(t.*) AS row, ROW(");
+		append_cols(b, cols, "t.");
+		appendStringInfoString(b, ")::text IS NOT DISTINCT FROM ROW(");
+		append_values(b, cols, t->table->json_columns, 'n');
+		appendStringInfoString(b, ")::text AS same");
+	}
+	else
+		appendStringInfo(b, "CASE WHEN %s THEN pg_catalog.to_jsonb(t.*) END AS row, false AS same",
+						 changed);
+	appendStringInfo(b, ", %s AS changed, %s AS newer FROM s JOIN %s t ON ", changed,
 					 source_newer, T);
 	append_key_match(b, key, "t.", "(s.o).");
 	if (apply->use_origin)
@@ -339,11 +395,11 @@ append_run_statement(RuleApply *apply, RuleRun *run)
 	apply->owners = lappend(apply->owners, t);
 
 	if (run->op == RULE_INSERT)
-		t->inserted += run->rows;
+		t->inserted += run->changes;
 	else if (run->op == RULE_UPDATE)
-		t->updated += run->rows;
+		t->updated += run->changes;
 	else
-		t->deleted += run->rows;
+		t->deleted += run->changes;
 }
 
 /* Open the target transaction, if not yet: with its origin, if it has one. */
@@ -370,7 +426,7 @@ end_run(RuleApply *apply, RuleRun *run)
 {
 	MemoryContext old = MemoryContextSwitchTo(apply->cxt);
 
-	apply->run_bytes -= run->elements.len;
+	apply->run_bytes -= run->bytes;
 	open_xact(apply);
 	append_run_statement(apply, run);
 	apply->runs = list_delete_ptr(apply->runs, run);
@@ -388,24 +444,27 @@ end_runs(RuleApply *apply)
 typedef struct RunKey
 {
 	char		key[NAMEDATALEN];	/* hash of the key text */
+	RunElem    *elem;			/* the change that met it */
+	bool		is_new;			/* as its new key (not its old one) */
 } RunKey;
 
-/* Is key new in the run?  Remembers it. */
-static bool
-run_key_new(RuleApply *apply, RuleRun *run, const char *key)
+/* The run's entry for key, entered if new (*found false); NULL: no key. */
+static RunKey *
+run_key(RuleApply *apply, RuleRun *run, const char *key, bool *found)
 {
 	RunKey		entry;
-	bool		found;
+	RunKey	   *e;
 	uint32		h1;
 	uint64		h2;
 
+	*found = false;
 	if (key == NULL)
-		return true;
+		return NULL;
 	if (run->keys == NULL)
 	{
 		HASHCTL		ctl;
 
-		ctl.keysize = sizeof(RunKey);
+		ctl.keysize = NAMEDATALEN;
 		ctl.entrysize = sizeof(RunKey);
 		ctl.hcxt = apply->cxt;
 		run->keys = hash_create("replicator run keys", 256, &ctl,
@@ -415,8 +474,24 @@ run_key_new(RuleApply *apply, RuleRun *run, const char *key)
 	h1 = hash_bytes((const unsigned char *) key, strlen(key));
 	h2 = hash_bytes_extended((const unsigned char *) key, strlen(key), 0x5eed);
 	snprintf(entry.key, sizeof(entry.key), "%08x%016" INT64_MODIFIER "x%zu", h1, h2, strlen(key));
-	hash_search(run->keys, &entry, HASH_ENTER, &found);
-	return !found;
+	e = hash_search(run->keys, entry.key, HASH_ENTER, found);
+	if (!*found)
+	{
+		e->elem = NULL;
+		e->is_new = false;
+	}
+	return e;
+}
+
+/* the source's commit time of txn, a JSON string */
+static char *
+commit_json(const RuleTxn *txn)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	escape_json(&buf, timestamptz_to_str(txn->commit_time));
+	return buf.data;
 }
 
 static char *
@@ -449,6 +524,7 @@ replicator_rule_apply_change(RuleApply *apply, RuleApplyTable *table, const Rule
 	bool		full = change->old_is_full && change->old_row != NULL;
 
 	RuleRun    *run = NULL;
+	RunElem    *elem;
 	ListCell   *lc;
 	const char *old_key;
 
@@ -470,13 +546,43 @@ replicator_rule_apply_change(RuleApply *apply, RuleApplyTable *table, const Rule
 		if (((RuleRun *) lfirst(lc))->table == table)
 			run = lfirst(lc);
 	if (run && (run->op != change->op || run->full != full ||
-				!same_string(run->unchanged, unchanged) || run->rows >= apply->max_rows ||
-				/* a key met twice (old or new) starts a new run */
-				!run_key_new(apply, run, change->key) ||
-				(old_key && !run_key_new(apply, run, old_key))))
+				!same_string(run->unchanged, unchanged) ||
+				list_length(run->elems) >= apply->max_rows))
 	{
 		end_run(apply, run);
 		run = NULL;
+	}
+	if (run)
+	{
+		bool		found;
+		RunKey	   *k = run_key(apply, run, change->key, &found);
+
+		/*
+		 * An update of a row the run updated already: under source-wins the
+		 * two are one change, from the first's old row to this new one (the
+		 * target ends the same, with the same conflicts).  Hot rows do not
+		 * cut runs short.  Not where a trigger would see the updates.
+		 */
+		if (found && k->is_new && old_key == NULL && change->op == RULE_UPDATE &&
+			apply->resolution == RULE_SOURCE_WINS && !table->update_triggers)
+		{
+			apply->run_bytes -= run->bytes;
+			run->bytes += strlen(change->new_row) - strlen(k->elem->new);
+			apply->run_bytes += run->bytes;
+			k->elem->new = pstrdup(change->new_row);
+			if (txn)
+				k->elem->commit = commit_json(txn);
+			run->changes++;
+			apply->changes++;
+			MemoryContextSwitchTo(old);
+			return;
+		}
+		/* otherwise a key met twice (old or new) starts a new run */
+		if (found || (old_key && (run_key(apply, run, old_key, &found), found)))
+		{
+			end_run(apply, run);
+			run = NULL;
+		}
 	}
 	/* in the source's order, unless the target lets changes of tables commute */
 	if (run == NULL && !apply->reorder)
@@ -484,38 +590,41 @@ replicator_rule_apply_change(RuleApply *apply, RuleApplyTable *table, const Rule
 
 	if (run == NULL)
 	{
+		bool		found;
+
 		run = palloc0(sizeof(RuleRun));
 		run->table = table;
 		run->op = change->op;
 		run->full = full;
 		run->unchanged = unchanged;
-		initStringInfo(&run->elements);
-		appendStringInfoChar(&run->elements, '[');
-		(void) run_key_new(apply, run, change->key);
-		if (old_key)
-			(void) run_key_new(apply, run, old_key);
 		apply->runs = lappend(apply->runs, run);
+		(void) run_key(apply, run, change->key, &found);
+		if (old_key)
+			(void) run_key(apply, run, old_key, &found);
 	}
-	else
-		appendStringInfoChar(&run->elements, ',');
 
-	apply->run_bytes -= run->elements.len;
-	/* a missing "n" (a delete) is SQL NULL to json_populate_record */
-	appendStringInfoString(&run->elements, "{\"o\":");
-	appendStringInfoString(&run->elements, change->old_row ? change->old_row : change->new_row);
-	if (change->new_row)
+	elem = palloc(sizeof(RunElem));
+	elem->old = pstrdup(change->old_row ? change->old_row : change->new_row);
+	elem->new = change->new_row ? pstrdup(change->new_row) : NULL;
+	elem->commit = txn ? commit_json(txn) : NULL;
+	run->elems = lappend(run->elems, elem);
+	/* the entries made above (or before this change cut a run) point here */
 	{
-		appendStringInfoString(&run->elements, ",\"n\":");
-		appendStringInfoString(&run->elements, change->new_row);
+		bool		found;
+		RunKey	   *k = run_key(apply, run, change->key, &found);
+
+		if (k)
+		{
+			k->elem = elem;
+			k->is_new = true;
+		}
+		if (old_key && (k = run_key(apply, run, old_key, &found)) != NULL && k->elem == NULL)
+			k->elem = elem;
 	}
-	if (txn)
-	{
-		appendStringInfoString(&run->elements, ",\"c\":");
-		escape_json(&run->elements, timestamptz_to_str(txn->commit_time));
-	}
-	appendStringInfoChar(&run->elements, '}');
-	apply->run_bytes += run->elements.len;
-	run->rows++;
+	apply->run_bytes -= run->bytes;
+	run->bytes += strlen(elem->old) + (elem->new ? strlen(elem->new) : 0) + 48;
+	apply->run_bytes += run->bytes;
+	run->changes++;
 	apply->changes++;
 	MemoryContextSwitchTo(old);
 

@@ -23,6 +23,7 @@ typedef struct RuleApplyTable
 {
 	RuleTable  *table;
 	List	   *columns;		/* char *: the columns both sides have */
+	bool		update_triggers;	/* fire there on update: apply each update */
 	bool		paused;			/* its changes are skipped */
 	/* the initial copy holds the changes of transactions visible to it */
 	bool		copied;
@@ -96,6 +97,7 @@ extern bool replicator_rule_apply_commit(RuleApply *apply, XLogRecPtr lsn, const
 extern void replicator_rule_apply_reset(RuleApply *apply);
 extern void replicator_rule_apply_recorded(RuleApply *apply);
 extern char *replicator_rule_progress_sql(RuleApply *apply, XLogRecPtr lsn);
-extern List *replicator_rule_target_columns(PGconn *conn, RuleTable *table, char **error);
+extern List *replicator_rule_target_columns(PGconn *conn, RuleTable *table, bool *update_triggers,
+										   char **error);
 
 #endif							/* REPLICATOR_RULE_APPLY_H */

@@ -335,18 +335,20 @@ in_copy(RuleApplyTable *t, const RuleTxn *txn)
 	return true;
 }
 
-/* The columns both sides have (the compat report errs on any other). */
-static List *
-common_columns(PGconn *conn, RuleTable *t)
+/*
+ * The columns both sides have (the compat report errs on any other), and
+ * whether the target's update triggers fire.
+ */
+static void
+common_columns(PGconn *conn, RuleApplyTable *t)
 {
 	char	   *error;
-	List	   *cols = replicator_rule_target_columns(conn, t, &error);
 
+	t->columns = replicator_rule_target_columns(conn, t->table, &t->update_triggers, &error);
 	if (error)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("rule \"%s\": target \"%s\": %s", rule_name, config.target, error)));
-	return cols;
 }
 
 /*
@@ -673,7 +675,7 @@ prepare_tables(PGconn *conn)
 		RuleApplyTable *t = lfirst(lc);
 
 		report(REPLICA_CATCHING_UP, NULL);
-		t->columns = common_columns(conn, t->table);
+		common_columns(conn, t);
 		copy_table(conn, t, list_nth(requests, foreach_current_index(lc)),
 				   list_nth_int(mirrors, foreach_current_index(lc)));
 	}
@@ -683,7 +685,7 @@ prepare_tables(PGconn *conn)
 		TableEntry *e = hash_search(tables, &rt->relid, HASH_FIND, NULL);
 
 		if (e->table->columns == NIL)
-			e->table->columns = common_columns(conn, rt);
+			common_columns(conn, e->table);
 	}
 	MemoryContextSwitchTo(old);
 	/* a table met while decoding that is gone now: its changes are moot */
