@@ -584,6 +584,23 @@ is( q_source(q{SELECT coalesce(sum(conflicts), 0) FROM replicator.rule_status WH
 	'0', 'after the source\'s crash: no conflict (no change applied twice)');
 compare_table($t1, 'app.items', 'id', 'after the crashes');
 
+# a backlog of many batches (10,000 changes each: one commits on the target
+# while the next is decoded), the target stopped in immediate mode while it
+# catches up
+q_source(q{SELECT replicator.pause_rule('all')});
+q_source(q{INSERT INTO app.ctr (c) SELECT 0 FROM generate_series(1, 1500)});
+q_source("UPDATE app.ctr SET c = c + 1") for 1 .. 30;
+my $ctr_at = $t1->safe_psql('postgres', 'SELECT sum(c) FROM app.ctr');
+q_source(q{SELECT replicator.resume_rule('all')});
+ok( $t1->poll_query_until('postgres', "SELECT sum(c) > $ctr_at + 15000 FROM app.ctr"),
+	'backlog: t1 catches up batch after batch');
+$t1->stop('immediate');
+$t1->start;
+wait_rule('all', 'after the target\'s crash in a backlog');
+compare_table($t1, 'app.ctr', 'id', 'after the target\'s crash in a backlog');
+is($t1->safe_psql('postgres', 'SELECT count(*) FROM audit.violations'), '0',
+	'after the target\'s crash in a backlog: every update applied once (counter always +1)');
+
 # ------------------------------------------------------------------
 # 6. an initial copy interrupted by the target's crash
 # ------------------------------------------------------------------

@@ -647,12 +647,30 @@ bool
 replicator_remote_exec_each(PGconn *conn, const char *sql,
 							void (*each_result) (PGresult *res, int i, void *arg), void *arg)
 {
+	return replicator_remote_send(conn, sql) &&
+		replicator_remote_collect_each(conn, each_result, arg);
+}
+
+/*
+ * Send a string of statements without waiting for their results, which
+ * replicator_remote_collect_each() collects later.  False if the
+ * connection broke.
+ */
+bool
+replicator_remote_send(PGconn *conn, const char *sql)
+{
+	return PQsendQuery(conn, sql) && flush_output(conn);
+}
+
+/* The results of what replicator_remote_send() sent, as exec_each. */
+bool
+replicator_remote_collect_each(PGconn *conn,
+							   void (*each_result) (PGresult *res, int i, void *arg), void *arg)
+{
 	PGresult   *volatile res = NULL;
 	bool		broken = false;
 	volatile int i = 0;
 
-	if (!PQsendQuery(conn, sql) || !flush_output(conn))
-		return false;
 	PG_TRY();
 	{
 		while ((res = next_result(conn, &broken)) != NULL)

@@ -30,6 +30,10 @@ extern PGconn *replicator_remote_connect(const char *conninfo, const char *appna
 extern void replicator_remote_close(PGconn *conn);
 extern PGresult *replicator_remote_exec(PGconn *conn, const char *sql, int nparams,
 										const char *const *values);
+extern bool replicator_remote_send(PGconn *conn, const char *sql);
+extern bool replicator_remote_collect_each(PGconn *conn,
+										   void (*each_result) (PGresult *res, int i, void *arg),
+										   void *arg);
 extern bool replicator_remote_exec_each(PGconn *conn, const char *sql,
 										void (*each_result) (PGresult *res, int i, void *arg),
 										void *arg);

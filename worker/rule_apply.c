@@ -33,6 +33,25 @@
 
 #define RULE_MAX_ROWS_PER_STATEMENT 2000
 
+/* What a statement sent applies: counted once its result is in. */
+typedef struct StatementOwner
+{
+	RuleApplyTable *table;
+	RuleOp		op;
+	int			changes;
+} StatementOwner;
+
+static StatementOwner *
+statement_owner(RuleApplyTable *table, RuleOp op, int changes)
+{
+	StatementOwner *owner = palloc(sizeof(StatementOwner));
+
+	owner->table = table;
+	owner->op = op;
+	owner->changes = changes;
+	return owner;
+}
+
 /* One element of a run's JSON array: a row's change. */
 typedef struct RunElem
 {
@@ -68,6 +87,8 @@ replicator_rule_apply_init(RuleApply *apply, PGconn *conn, const RuleConfig *con
 	apply->max_rows = RULE_MAX_ROWS_PER_STATEMENT;
 	apply->cxt = AllocSetContextCreate(TopMemoryContext, "replicator rule apply",
 									   ALLOCSET_DEFAULT_SIZES);
+	apply->sent_cxt = AllocSetContextCreate(TopMemoryContext, "replicator rule apply sent",
+											ALLOCSET_DEFAULT_SIZES);
 	apply->conflict_cxt = AllocSetContextCreate(TopMemoryContext, "replicator rule conflicts",
 												ALLOCSET_DEFAULT_SIZES);
 	replicator_rule_apply_reset(apply);
@@ -199,29 +220,60 @@ append_key_match(StringInfo buf, List *key, const char *left, const char *right)
 						 left, quote_identifier(lfirst(lc)), right, quote_identifier(lfirst(lc)));
 }
 
-/* The run's changes as a JSON array. */
-static char *
-run_elements(RuleRun *run)
+/* s, quoted as in a string literal whose quotes are ' (E'' if escapes) */
+static void
+append_quoted(StringInfo b, const char *s, bool escapes)
 {
-	StringInfoData buf;
+	const char *from = s;
+	const char *p;
+
+	for (p = s; *p; p++)
+		if (*p == '\'' || (escapes && *p == '\\'))
+		{
+			appendBinaryStringInfo(b, from, p - from + 1);
+			from = p;
+		}
+	appendBinaryStringInfo(b, from, p - from);
+}
+
+/*
+ * The run's changes as a JSON array, in a string literal written straight
+ * into b: a run may be megabytes, better not copied three times.
+ */
+static void
+append_elements_literal(StringInfo b, RuleRun *run)
+{
+	bool		escapes = false;
 	ListCell   *lc;
 
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '[');
+	foreach(lc, run->elems)
+	{
+		RunElem    *e = lfirst(lc);
+
+		escapes |= strchr(e->old, '\\') != NULL || (e->new && strchr(e->new, '\\') != NULL);
+	}
+	enlargeStringInfo(b, run->bytes + 16);
+	appendStringInfoString(b, escapes ? "E'[" : "'[");
 	foreach(lc, run->elems)
 	{
 		RunElem    *e = lfirst(lc);
 
 		/* a missing "n" (a delete) is SQL NULL to json_populate_record */
-		appendStringInfo(&buf, "%s{\"o\":%s", foreach_current_index(lc) > 0 ? "," : "", e->old);
+		appendStringInfoString(b, foreach_current_index(lc) > 0 ? ",{\"o\":" : "{\"o\":");
+		append_quoted(b, e->old, escapes);
 		if (e->new)
-			appendStringInfo(&buf, ",\"n\":%s", e->new);
+		{
+			appendStringInfoString(b, ",\"n\":");
+			append_quoted(b, e->new, escapes);
+		}
 		if (e->commit)
-			appendStringInfo(&buf, ",\"c\":%s", e->commit);
-		appendStringInfoChar(&buf, '}');
+		{
+			appendStringInfoString(b, ",\"c\":");
+			append_quoted(b, e->commit, escapes);
+		}
+		appendStringInfoChar(b, '}');
 	}
-	appendStringInfoChar(&buf, ']');
-	return buf.data;
+	appendStringInfoString(b, "]'");
 }
 
 /*
@@ -239,7 +291,6 @@ append_run_statement(RuleApply *apply, RuleRun *run)
 	List	   *key = t->table->key;
 	const char *op = run->op == RULE_INSERT ? "insert" :
 		run->op == RULE_UPDATE ? "update" : "delete";
-	char	   *elements;
 	const char *source_newer;
 	const char *changed;
 	const char *apply_existing;
@@ -248,7 +299,6 @@ append_run_statement(RuleApply *apply, RuleRun *run)
 	StringInfoData k;
 	ListCell   *lc;
 
-	elements = quote_literal_cstr(run_elements(run));
 
 	/* when is the target's row newer than the source's change */
 	if (apply->resolution != RULE_LAST_WRITE_WINS)
@@ -309,8 +359,10 @@ append_run_statement(RuleApply *apply, RuleRun *run)
 					 "WITH s AS MATERIALIZED (SELECT e.ord, e.j,"
 					 " pg_catalog.json_populate_record(NULL::%s, e.j OPERATOR(pg_catalog.->) 'n') AS n,"
 					 " pg_catalog.json_populate_record(NULL::%s, e.j OPERATOR(pg_catalog.->) 'o') AS o"
-					 " FROM pg_catalog.json_array_elements(%s::pg_catalog.json) WITH ORDINALITY AS e(j, ord)),",
-					 T, T, elements);
+					 " FROM pg_catalog.json_array_elements(",
+					 T, T);
+	append_elements_literal(b, run);
+	appendStringInfoString(b, "::pg_catalog.json) WITH ORDINALITY AS e(j, ord)),");
 	/*
 	 * The target rows the changes meet, before any write.  same: an insert
 	 * finds the very row (as text: json, xml or point have no = operator).
@@ -392,14 +444,7 @@ append_run_statement(RuleApply *apply, RuleRun *run)
 	else
 		appendStringInfoString(b, " SELECT 0, c.* FROM c");
 	appendStringInfoString(b, ";\n");
-	apply->owners = lappend(apply->owners, t);
-
-	if (run->op == RULE_INSERT)
-		t->inserted += run->changes;
-	else if (run->op == RULE_UPDATE)
-		t->updated += run->changes;
-	else
-		t->deleted += run->changes;
+	apply->owners = lappend(apply->owners, statement_owner(t, run->op, run->changes));
 }
 
 /* Open the target transaction, if not yet: with its origin, if it has one. */
@@ -533,7 +578,7 @@ replicator_rule_apply_change(RuleApply *apply, RuleApplyTable *table, const Rule
 		end_runs(apply);
 		open_xact(apply);
 		appendStringInfo(&apply->sql, "TRUNCATE ONLY %s;\n", table->table->qualified);
-		apply->owners = lappend(apply->owners, table);
+		apply->owners = lappend(apply->owners, statement_owner(table, RULE_TRUNCATE, 0));
 		apply->changes++;
 		MemoryContextSwitchTo(old);
 		return;
@@ -654,7 +699,8 @@ static void
 each_result(PGresult *res, int i, void *arg)
 {
 	RuleApply  *apply = arg;
-	RuleApplyTable *owner = i < list_length(apply->owners) ? list_nth(apply->owners, i) : NULL;
+	StatementOwner *owner = i < list_length(apply->result_owners) ?
+		list_nth(apply->result_owners, i) : NULL;
 	ExecStatusType status = PQresultStatus(res);
 	MemoryContext old;
 
@@ -664,12 +710,19 @@ each_result(PGresult *res, int i, void *arg)
 		{
 			old = MemoryContextSwitchTo(apply->conflict_cxt);
 			apply->error = replicator_remote_error(apply->conn, res);
-			apply->error_table = owner;
+			apply->error_table = owner ? owner->table : NULL;
 			apply->error_transient = replicator_remote_error_transient(res);
 			MemoryContextSwitchTo(old);
 		}
 		return;
 	}
+	/* a failed batch's counts are dropped (replicator_rule_apply_reset) */
+	if (owner && owner->op == RULE_INSERT)
+		owner->table->inserted += owner->changes;
+	else if (owner && owner->op == RULE_UPDATE)
+		owner->table->updated += owner->changes;
+	else if (owner && owner->op == RULE_DELETE)
+		owner->table->deleted += owner->changes;
 	if (status != PGRES_TUPLES_OK || owner == NULL || PQnfields(res) != 8)
 		return;
 	old = MemoryContextSwitchTo(apply->conflict_cxt);
@@ -679,7 +732,7 @@ each_result(PGresult *res, int i, void *arg)
 
 #define CELL(col) (PQgetisnull(res, r, col) ? NULL : pstrdup(PQgetvalue(res, r, col)))
 		c->target_id = pg_strtoint64(PQgetvalue(res, r, 0));
-		c->table_name = pstrdup(owner->table->qualified);
+		c->table_name = pstrdup(owner->table->table->qualified);
 		c->op = CELL(1);
 		c->kind = CELL(2);
 		c->key = CELL(3);
@@ -688,10 +741,79 @@ each_result(PGresult *res, int i, void *arg)
 		c->resolution = CELL(6);
 		c->set_aside = strcmp(PQgetvalue(res, r, 7), "t") == 0;
 #undef CELL
-		owner->conflicts++;
+		owner->table->conflicts++;
 		apply->conflicts = lappend(apply->conflicts, c);
 	}
 	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Send what is built, one round trip at a time on the connection: first
+ * the results of what is in flight.  With wait, its results too; without,
+ * building goes on meanwhile (replicator_rule_apply_wait() collects them).
+ * commit_lsn: what the target records if it commits.
+ */
+static bool
+send_built(RuleApply *apply, bool wait, XLogRecPtr commit_lsn)
+{
+	MemoryContext sent;
+	bool		ok;
+
+	if (!replicator_rule_apply_wait(apply))
+		return false;
+	if (apply->sql.len == 0)
+		return true;
+	ok = replicator_remote_send(apply->conn, apply->sql.data);
+	/* what was sent lives until its results are in */
+	sent = apply->cxt;
+	apply->cxt = apply->sent_cxt;
+	apply->sent_cxt = sent;
+	apply->sent_owners = apply->owners;
+	apply->sent_open = apply->xact_open;
+	apply->in_flight = true;
+	apply->in_flight_lsn = commit_lsn;
+	start_over(apply);
+	if (!ok)
+	{
+		MemoryContext old = MemoryContextSwitchTo(apply->conflict_cxt);
+
+		apply->error = replicator_remote_error(apply->conn, NULL);
+		MemoryContextSwitchTo(old);
+		apply->in_flight = false;
+		MemoryContextReset(apply->sent_cxt);
+		return false;
+	}
+	return !wait || replicator_rule_apply_wait(apply);
+}
+
+/*
+ * The results of what is in flight, if anything.  False if the connection
+ * broke or a statement failed (apply->error).
+ */
+bool
+replicator_rule_apply_wait(RuleApply *apply)
+{
+	bool		ok;
+
+	if (!apply->in_flight)
+		return apply->error == NULL;
+	apply->result_owners = apply->sent_owners;
+	ok = replicator_remote_collect_each(apply->conn, each_result, apply);
+	apply->in_flight = false;
+	apply->result_owners = apply->sent_owners = NIL;
+	MemoryContextReset(apply->sent_cxt);
+	if (!ok && apply->error == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(apply->conflict_cxt);
+
+		apply->error = replicator_remote_error(apply->conn, NULL);
+		MemoryContextSwitchTo(old);
+	}
+	if (apply->error)
+		return false;
+	if (apply->in_flight_lsn != InvalidXLogRecPtr)
+		apply->committed_lsn = apply->in_flight_lsn;
+	return true;
 }
 
 /*
@@ -701,7 +823,6 @@ each_result(PGresult *res, int i, void *arg)
 bool
 replicator_rule_apply_send(RuleApply *apply, const char *extra_sql)
 {
-	bool		ok;
 	MemoryContext old;
 
 	end_runs(apply);
@@ -712,17 +833,7 @@ replicator_rule_apply_send(RuleApply *apply, const char *extra_sql)
 		apply->owners = lappend(apply->owners, NULL);
 	}
 	MemoryContextSwitchTo(old);
-	if (apply->sql.len == 0)
-		return true;
-	ok = replicator_remote_exec_each(apply->conn, apply->sql.data, each_result, apply);
-	if (!ok && apply->error == NULL)
-	{
-		old = MemoryContextSwitchTo(apply->conflict_cxt);
-		apply->error = replicator_remote_error(apply->conn, NULL);
-		MemoryContextSwitchTo(old);
-	}
-	start_over(apply);
-	return ok && apply->error == NULL;
+	return send_built(apply, true, InvalidXLogRecPtr);
 }
 
 /* The statement that records in the target how far it has applied. */
@@ -740,37 +851,43 @@ replicator_rule_progress_sql(RuleApply *apply, XLogRecPtr lsn)
 /*
  * Commit the open target transaction with lsn (every change before it
  * applied) recorded in it, and extra_sql (the copy's record) before that.
+ * Without wait, the commit is in flight: apply->committed_lsn reaches lsn
+ * once replicator_rule_apply_wait() (or the next send) has its results.
  */
 bool
-replicator_rule_apply_commit(RuleApply *apply, XLogRecPtr lsn, const char *extra_sql)
+replicator_rule_apply_commit(RuleApply *apply, XLogRecPtr lsn, const char *extra_sql, bool wait)
 {
-	StringInfoData tail;
 	MemoryContext old;
 
 	end_runs(apply);
 	old = MemoryContextSwitchTo(apply->cxt);
 	open_xact(apply);
-	initStringInfo(&tail);
 	if (extra_sql)
-		appendStringInfoString(&tail, extra_sql);
-	appendStringInfoString(&tail, replicator_rule_progress_sql(apply, lsn));
-	appendStringInfoString(&tail, "COMMIT;\n");
-	/* one owner slot per statement of the tail */
-	if (extra_sql)
+	{
+		appendStringInfoString(&apply->sql, extra_sql);
 		apply->owners = lappend(apply->owners, NULL);
+	}
+	appendStringInfoString(&apply->sql, replicator_rule_progress_sql(apply, lsn));
+	appendStringInfoString(&apply->sql, "COMMIT;\n");
+	/* one owner slot per statement */
+	apply->owners = lappend(apply->owners, NULL);
 	apply->owners = lappend(apply->owners, NULL);
 	apply->xact_open = false;
 	apply->changes = 0;
 	MemoryContextSwitchTo(old);
-	return replicator_rule_apply_send(apply, tail.data);
+	return send_built(apply, wait, lsn);
 }
 
 /* After a failure: nothing pending, the target rolled back (or will). */
 void
 replicator_rule_apply_reset(RuleApply *apply)
 {
+	/* the connection's results, whatever they are, are read */
+	if (apply->in_flight)
+		(void) replicator_rule_apply_wait(apply);
 	start_over(apply);
 	apply->xact_open = false;
+	apply->sent_open = false;
 	apply->changes = 0;
 	replicator_rule_apply_recorded(apply);
 }

@@ -63,7 +63,15 @@ typedef struct RuleApply
 	int			max_rows;		/* per statement */
 
 	StringInfoData sql;			/* statements not yet sent */
-	List	   *owners;			/* RuleApplyTable * (or NULL) per statement */
+	List	   *owners;			/* what each statement applies (or NULL) */
+
+	/* sent, results not yet in: a batch commits while the next is built */
+	bool		in_flight;
+	bool		sent_open;		/* what was sent left a transaction open */
+	XLogRecPtr	in_flight_lsn;	/* what it records if it commits */
+	List	   *sent_owners;
+	List	   *result_owners;	/* those of the results being read */
+	XLogRecPtr	committed_lsn;	/* the last commit whose results came in */
 	bool		xact_open;
 	int64		changes;		/* in the open target transaction */
 
@@ -83,7 +91,8 @@ typedef struct RuleApply
 	char	   *error;
 	RuleApplyTable *error_table;
 	bool		error_transient;	/* a deadlock, a timeout, a shutdown: retry */
-	MemoryContext cxt;			/* what is sent: reset after each round trip */
+	MemoryContext cxt;			/* what is built: reset once sent */
+	MemoryContext sent_cxt;		/* what is in flight */
 	MemoryContext conflict_cxt; /* conflicts and error: reset once recorded */
 } RuleApply;
 
@@ -93,7 +102,9 @@ extern void replicator_rule_apply_change(RuleApply *apply, RuleApplyTable *table
 										 const RuleTxn *txn, RuleChange *change);
 extern void replicator_rule_apply_rows(RuleApply *apply, RuleApplyTable *table, char **rows, int n);
 extern bool replicator_rule_apply_send(RuleApply *apply, const char *extra_sql);
-extern bool replicator_rule_apply_commit(RuleApply *apply, XLogRecPtr lsn, const char *extra_sql);
+extern bool replicator_rule_apply_commit(RuleApply *apply, XLogRecPtr lsn, const char *extra_sql,
+										 bool wait);
+extern bool replicator_rule_apply_wait(RuleApply *apply);
 extern void replicator_rule_apply_reset(RuleApply *apply);
 extern void replicator_rule_apply_recorded(RuleApply *apply);
 extern char *replicator_rule_progress_sql(RuleApply *apply, XLogRecPtr lsn);

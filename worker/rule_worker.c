@@ -509,7 +509,7 @@ record:
 					  quote_literal_cstr(t->table->qualified), quote_literal_cstr(snapshot),
 					  quote_literal_cstr(until), quote_literal_cstr(requested));
 	if (apply.error == NULL)
-		(void) replicator_rule_apply_commit(&apply, recorded_lsn, record);
+		(void) replicator_rule_apply_commit(&apply, recorded_lsn, record, true);
 	if (apply.error)
 	{
 		char	   *error = pstrdup(apply.error);
@@ -743,14 +743,42 @@ sink_change(void *arg, const RuleTxn *txn, RuleChange *change)
 		restart_decoding = true;
 }
 
-/* Commit the open batch on the target, with lsn recorded there. */
-static bool
-commit_batch(XLogRecPtr lsn)
+/*
+ * What the target committed, once no transaction we began there is open
+ * (a batch in flight has sent its commit; its results are not in yet):
+ * the conflicts and counts collected so far are all of committed batches,
+ * for record_locally().
+ */
+static void
+note_committed(void)
 {
-	if (!replicator_rule_apply_commit(&apply, lsn, NULL))
+	if (!apply.sent_open && apply.committed_lsn > recorded_lsn)
+		recorded_lsn = apply.committed_lsn;
+}
+
+/*
+ * The batch in flight, if any, committed on the target (or failed:
+ * apply.error).
+ */
+static bool
+wait_batch(void)
+{
+	if (!replicator_rule_apply_wait(&apply))
 		return false;
-	recorded_lsn = lsn;
+	note_committed();
 	return true;
+}
+
+/*
+ * Commit the open batch on the target, with lsn recorded there.  Without
+ * wait, the next batch is decoded while the target applies this one.
+ */
+static bool
+commit_batch(XLogRecPtr lsn, bool wait)
+{
+	if (!replicator_rule_apply_commit(&apply, lsn, NULL, wait))
+		return false;
+	return !wait || wait_batch();
 }
 
 static void
@@ -759,8 +787,10 @@ sink_commit(void *arg, const RuleTxn *txn)
 	if (restart_decoding || txn->end_lsn <= skip_upto)
 		return;
 	pending_lsn = txn->end_lsn;
-	if (apply.changes >= RULE_BATCH_CHANGES && !commit_batch(pending_lsn))
+	if (apply.changes >= RULE_BATCH_CHANGES && !commit_batch(pending_lsn, false))
 		restart_decoding = true;
+	else
+		note_committed();
 }
 
 static RuleDecodeSink sink = {sink_change, sink_commit, NULL};
@@ -772,9 +802,13 @@ record_locally(void)
 	ListCell   *lc;
 	HASH_SEQ_STATUS seq;
 	TableEntry *e;
-	bool		any = apply.conflicts != NIL;
+	bool		any;
 	int64		max_id = 0;
 
+	/* the target forgets conflicts once recorded: the connection must be free */
+	if (apply.conflicts != NIL && apply.in_flight && !wait_batch())
+		return;
+	any = apply.conflicts != NIL;
 	if (tables)
 	{
 		hash_seq_init(&seq, tables);
@@ -975,18 +1009,23 @@ decode(PGconn *conn)
 		/* at the end of the WAL: the batch goes, whatever its size */
 		if (apply.xact_open || apply.changes > 0)
 		{
-			if (!commit_batch(ctx->reader->EndRecPtr))
+			if (!commit_batch(ctx->reader->EndRecPtr, true))
 			{
 				restart_decoding = true;
 				break;
 			}
 			last_progress = GetCurrentTimestamp();
 		}
+		else if (!wait_batch())
+		{
+			restart_decoding = true;
+			break;
+		}
 		else if (ctx->reader->EndRecPtr > recorded_lsn &&
 				 TimestampDifferenceExceeds(last_progress, GetCurrentTimestamp(), RULE_IDLE_PROGRESS_MS))
 		{
 			/* nothing of ours went by: the target records how far we are */
-			if (!commit_batch(ctx->reader->EndRecPtr))
+			if (!commit_batch(ctx->reader->EndRecPtr, true))
 				ereport(ERROR,
 						(errcode(ERRCODE_CONNECTION_FAILURE),
 						 errmsg("rule \"%s\": target \"%s\": %s", rule_name, config.target,
@@ -1017,6 +1056,7 @@ decode(PGconn *conn)
 	}
 	replicator_rule_decode_sink = NULL;
 	FreeDecodingContext(ctx);
+	(void) wait_batch();
 	if (apply.error)
 		batch_failed(conn);
 	else if (apply.xact_open)
@@ -1186,7 +1226,7 @@ replicator_rule_main(Datum arg)
 				replicator_end_local();
 			}
 			recorded_lsn = MyReplicationSlot->data.confirmed_flush;
-			if (!commit_batch(recorded_lsn))
+			if (!commit_batch(recorded_lsn, true))
 				ereport(ERROR,
 						(errcode(ERRCODE_CONNECTION_FAILURE),
 						 errmsg("rule \"%s\": target \"%s\": %s", rule_name, config.target,
