@@ -52,6 +52,13 @@ statement_owner(RuleApplyTable *table, RuleOp op, int changes)
 	return owner;
 }
 
+/* A batch committed on the target, not known to be flushed there yet. */
+typedef struct DurablePoint
+{
+	XLogRecPtr	target_wal;		/* its commit's end there, or later */
+	XLogRecPtr	lsn;			/* the source position it recorded */
+} DurablePoint;
+
 /* One element of a run's JSON array: a row's change. */
 typedef struct RunElem
 {
@@ -723,6 +730,16 @@ each_result(PGresult *res, int i, void *arg)
 		owner->table->updated += owner->changes;
 	else if (owner && owner->op == RULE_DELETE)
 		owner->table->deleted += owner->changes;
+	/* the target's WAL positions after a commit */
+	if (status == PGRES_TUPLES_OK && owner == NULL && PQnfields(res) == 2 &&
+		strcmp(PQfname(res, 0), "replicator_commit_wal") == 0 && PQntuples(res) == 1)
+	{
+		apply->commit_wal = DatumGetLSN(DirectFunctionCall1(pg_lsn_in,
+															CStringGetDatum(PQgetvalue(res, 0, 0))));
+		apply->flushed_wal = DatumGetLSN(DirectFunctionCall1(pg_lsn_in,
+															 CStringGetDatum(PQgetvalue(res, 0, 1))));
+		return;
+	}
 	if (status != PGRES_TUPLES_OK || owner == NULL || PQnfields(res) != 8)
 		return;
 	old = MemoryContextSwitchTo(apply->conflict_cxt);
@@ -743,7 +760,45 @@ each_result(PGresult *res, int i, void *arg)
 #undef CELL
 		owner->table->conflicts++;
 		apply->conflicts = lappend(apply->conflicts, c);
+		apply->batch_conflicts = true;
 	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * A commit's results are in: what is flushed on the target now.  A
+ * synchronous commit is flushed, and so is everything before it.
+ */
+static void
+note_durable(RuleApply *apply)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	if (apply->in_flight_durable || apply->batch_conflicts)
+	{
+		apply->durable_lsn = apply->committed_lsn;
+		list_free_deep(apply->not_flushed);
+		apply->not_flushed = NIL;
+	}
+	else if (apply->commit_wal != InvalidXLogRecPtr)
+	{
+		DurablePoint *p = palloc(sizeof(DurablePoint));
+
+		p->target_wal = apply->commit_wal;
+		p->lsn = apply->committed_lsn;
+		apply->not_flushed = lappend(apply->not_flushed, p);
+	}
+	while (apply->not_flushed != NIL &&
+		   ((DurablePoint *) linitial(apply->not_flushed))->target_wal <= apply->flushed_wal)
+	{
+		DurablePoint *p = linitial(apply->not_flushed);
+
+		apply->durable_lsn = Max(apply->durable_lsn, p->lsn);
+		apply->not_flushed = list_delete_first(apply->not_flushed);
+		pfree(p);
+	}
+	apply->commit_wal = InvalidXLogRecPtr;
+	apply->batch_conflicts = false;
 	MemoryContextSwitchTo(old);
 }
 
@@ -770,6 +825,8 @@ send_built(RuleApply *apply, bool wait, XLogRecPtr commit_lsn)
 	apply->sent_cxt = sent;
 	apply->sent_owners = apply->owners;
 	apply->sent_open = apply->xact_open;
+	apply->in_flight_durable = apply->commit_durable;
+	apply->commit_durable = false;
 	apply->in_flight = true;
 	apply->in_flight_lsn = commit_lsn;
 	start_over(apply);
@@ -812,7 +869,10 @@ replicator_rule_apply_wait(RuleApply *apply)
 	if (apply->error)
 		return false;
 	if (apply->in_flight_lsn != InvalidXLogRecPtr)
+	{
 		apply->committed_lsn = apply->in_flight_lsn;
+		note_durable(apply);
+	}
 	return true;
 }
 
@@ -853,9 +913,14 @@ replicator_rule_progress_sql(RuleApply *apply, XLogRecPtr lsn)
  * applied) recorded in it, and extra_sql (the copy's record) before that.
  * Without wait, the commit is in flight: apply->committed_lsn reaches lsn
  * once replicator_rule_apply_wait() (or the next send) has its results.
+ *
+ * The commit is asynchronous there (it waits for no flush), unless durable
+ * or the target holds conflicts not yet recorded here (they must not be
+ * recorded twice): apply->durable_lsn says what is flushed.
  */
 bool
-replicator_rule_apply_commit(RuleApply *apply, XLogRecPtr lsn, const char *extra_sql, bool wait)
+replicator_rule_apply_commit(RuleApply *apply, XLogRecPtr lsn, const char *extra_sql, bool wait,
+							 bool durable)
 {
 	MemoryContext old;
 
@@ -868,10 +933,23 @@ replicator_rule_apply_commit(RuleApply *apply, XLogRecPtr lsn, const char *extra
 		apply->owners = lappend(apply->owners, NULL);
 	}
 	appendStringInfoString(&apply->sql, replicator_rule_progress_sql(apply, lsn));
+	apply->owners = lappend(apply->owners, NULL);
+	if (durable)
+		appendStringInfoString(&apply->sql,
+							   "SELECT pg_catalog.set_config('synchronous_commit', 'on', true);\n");
+	else
+		appendStringInfo(&apply->sql,
+						 "SELECT pg_catalog.set_config('synchronous_commit', 'on', true)"
+						 " FROM replicator_apply.conflicts WHERE source = %s AND slot = %s LIMIT 1;\n",
+						 quote_literal_cstr(apply->source), quote_literal_cstr(apply->slot));
+	apply->owners = lappend(apply->owners, NULL);
 	appendStringInfoString(&apply->sql, "COMMIT;\n");
-	/* one owner slot per statement */
 	apply->owners = lappend(apply->owners, NULL);
+	appendStringInfoString(&apply->sql,
+						   "SELECT pg_catalog.pg_current_wal_insert_lsn() AS replicator_commit_wal,"
+						   " pg_catalog.pg_current_wal_flush_lsn();\n");
 	apply->owners = lappend(apply->owners, NULL);
+	apply->commit_durable = durable;
 	apply->xact_open = false;
 	apply->changes = 0;
 	MemoryContextSwitchTo(old);
@@ -888,6 +966,8 @@ replicator_rule_apply_reset(RuleApply *apply)
 	start_over(apply);
 	apply->xact_open = false;
 	apply->sent_open = false;
+	apply->commit_durable = false;
+	apply->batch_conflicts = false;
 	apply->changes = 0;
 	replicator_rule_apply_recorded(apply);
 }

@@ -72,6 +72,19 @@ typedef struct RuleApply
 	List	   *sent_owners;
 	List	   *result_owners;	/* those of the results being read */
 	XLogRecPtr	committed_lsn;	/* the last commit whose results came in */
+
+	/*
+	 * Batches commit asynchronously there; what is flushed there is known
+	 * from the target's WAL positions each commit reports.
+	 */
+	XLogRecPtr	durable_lsn;	/* committed and flushed there */
+	List	   *not_flushed;	/* DurablePoint *, oldest first */
+	bool		commit_durable; /* the commit being built is synchronous */
+	bool		in_flight_durable;	/* the one in flight is */
+	bool		batch_conflicts;	/* the open batch met conflicts: its commit
+									 * is synchronous */
+	XLogRecPtr	commit_wal;		/* target WAL: where its commit ended, */
+	XLogRecPtr	flushed_wal;	/* and how far it was flushed */
 	bool		xact_open;
 	int64		changes;		/* in the open target transaction */
 
@@ -103,7 +116,7 @@ extern void replicator_rule_apply_change(RuleApply *apply, RuleApplyTable *table
 extern void replicator_rule_apply_rows(RuleApply *apply, RuleApplyTable *table, char **rows, int n);
 extern bool replicator_rule_apply_send(RuleApply *apply, const char *extra_sql);
 extern bool replicator_rule_apply_commit(RuleApply *apply, XLogRecPtr lsn, const char *extra_sql,
-										 bool wait);
+										 bool wait, bool durable);
 extern bool replicator_rule_apply_wait(RuleApply *apply);
 extern void replicator_rule_apply_reset(RuleApply *apply);
 extern void replicator_rule_apply_recorded(RuleApply *apply);

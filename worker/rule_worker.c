@@ -79,6 +79,7 @@ static MemoryContext tables_cxt;
 static RuleApply apply;
 static XLogRecPtr skip_upto;	/* changes of txns ending here or before: applied */
 static XLogRecPtr recorded_lsn; /* the target's progress record */
+static XLogRecPtr durable_lsn;	/* the same, flushed there: the slot's */
 static XLogRecPtr pending_lsn;	/* end of the last txn in the open batch */
 static bool restart_decoding;	/* a new table to copy, or a table paused */
 static bool requires_password;	/* the password rule, decided at start */
@@ -202,11 +203,12 @@ connect_target(void)
 				   " SET DateStyle = 'ISO'", PGRES_COMMAND_OK));
 
 	/*
-	 * The slot is confirmed up to what the target recorded: that must be
-	 * durable there, whatever destination_synchronous_commit lets the event
-	 * stream do (it checks a destination's position at each connection).
+	 * Batches commit without waiting for the target's flush, as built-in
+	 * apply does; the slot is confirmed only up to what the target has
+	 * flushed (durable_lsn).  Copies, and batches that leave conflicts
+	 * there, commit synchronously (rule_apply.c).
 	 */
-	PQclear(remote(conn, "SET synchronous_commit = on", PGRES_COMMAND_OK));
+	PQclear(remote(conn, "SET synchronous_commit = off", PGRES_COMMAND_OK));
 
 	/*
 	 * As PostgreSQL's own apply: the target's triggers and foreign keys do
@@ -509,7 +511,7 @@ record:
 					  quote_literal_cstr(t->table->qualified), quote_literal_cstr(snapshot),
 					  quote_literal_cstr(until), quote_literal_cstr(requested));
 	if (apply.error == NULL)
-		(void) replicator_rule_apply_commit(&apply, recorded_lsn, record, true);
+		(void) replicator_rule_apply_commit(&apply, recorded_lsn, record, true, true);
 	if (apply.error)
 	{
 		char	   *error = pstrdup(apply.error);
@@ -752,8 +754,10 @@ sink_change(void *arg, const RuleTxn *txn, RuleChange *change)
 static void
 note_committed(void)
 {
-	if (!apply.sent_open && apply.committed_lsn > recorded_lsn)
-		recorded_lsn = apply.committed_lsn;
+	if (apply.sent_open)
+		return;
+	recorded_lsn = Max(recorded_lsn, apply.committed_lsn);
+	durable_lsn = Max(durable_lsn, apply.durable_lsn);
 }
 
 /*
@@ -774,9 +778,9 @@ wait_batch(void)
  * wait, the next batch is decoded while the target applies this one.
  */
 static bool
-commit_batch(XLogRecPtr lsn, bool wait)
+commit_batch(XLogRecPtr lsn, bool wait, bool durable)
 {
-	if (!replicator_rule_apply_commit(&apply, lsn, NULL, wait))
+	if (!replicator_rule_apply_commit(&apply, lsn, NULL, wait, durable))
 		return false;
 	return !wait || wait_batch();
 }
@@ -787,7 +791,7 @@ sink_commit(void *arg, const RuleTxn *txn)
 	if (restart_decoding || txn->end_lsn <= skip_upto)
 		return;
 	pending_lsn = txn->end_lsn;
-	if (apply.changes >= RULE_BATCH_CHANGES && !commit_batch(pending_lsn, false))
+	if (apply.changes >= RULE_BATCH_CHANGES && !commit_batch(pending_lsn, false, false))
 		restart_decoding = true;
 	else
 		note_committed();
@@ -993,9 +997,9 @@ decode(PGconn *conn)
 				elog(ERROR, "could not read the WAL for rule \"%s\": %s", rule_name, errm);
 			if (record != NULL)
 				LogicalDecodingProcessRecord(ctx, ctx->reader);
-			if (recorded_lsn > MyReplicationSlot->data.confirmed_flush)
+			if (durable_lsn > MyReplicationSlot->data.confirmed_flush)
 			{
-				LogicalConfirmReceivedLocation(recorded_lsn);
+				LogicalConfirmReceivedLocation(durable_lsn);
 				record_locally();
 			}
 			/* the shared lock is taken now and then, not per record */
@@ -1009,7 +1013,7 @@ decode(PGconn *conn)
 		/* at the end of the WAL: the batch goes, whatever its size */
 		if (apply.xact_open || apply.changes > 0)
 		{
-			if (!commit_batch(ctx->reader->EndRecPtr, true))
+			if (!commit_batch(ctx->reader->EndRecPtr, true, false))
 			{
 				restart_decoding = true;
 				break;
@@ -1021,20 +1025,23 @@ decode(PGconn *conn)
 			restart_decoding = true;
 			break;
 		}
-		else if (ctx->reader->EndRecPtr > recorded_lsn &&
+		else if ((ctx->reader->EndRecPtr > recorded_lsn || durable_lsn < recorded_lsn) &&
 				 TimestampDifferenceExceeds(last_progress, GetCurrentTimestamp(), RULE_IDLE_PROGRESS_MS))
 		{
-			/* nothing of ours went by: the target records how far we are */
-			if (!commit_batch(ctx->reader->EndRecPtr, true))
+			/*
+			 * Nothing of ours went by, or it is not known to be flushed
+			 * there: the target records how far we are, durably.
+			 */
+			if (!commit_batch(ctx->reader->EndRecPtr, true, true))
 				ereport(ERROR,
 						(errcode(ERRCODE_CONNECTION_FAILURE),
 						 errmsg("rule \"%s\": target \"%s\": %s", rule_name, config.target,
 								apply.error ? apply.error : "connection lost")));
 			last_progress = GetCurrentTimestamp();
 		}
-		if (recorded_lsn > MyReplicationSlot->data.confirmed_flush)
+		if (durable_lsn > MyReplicationSlot->data.confirmed_flush)
 		{
-			LogicalConfirmReceivedLocation(recorded_lsn);
+			LogicalConfirmReceivedLocation(durable_lsn);
 			ReplicationSlotMarkDirty();
 		}
 		record_locally();
@@ -1226,13 +1233,15 @@ replicator_rule_main(Datum arg)
 				replicator_end_local();
 			}
 			recorded_lsn = MyReplicationSlot->data.confirmed_flush;
-			if (!commit_batch(recorded_lsn, true))
+			if (!commit_batch(recorded_lsn, true, true))
 				ereport(ERROR,
 						(errcode(ERRCODE_CONNECTION_FAILURE),
 						 errmsg("rule \"%s\": target \"%s\": %s", rule_name, config.target,
 								apply.error ? apply.error : "connection lost")));
 		}
 		skip_upto = recorded_lsn;
+		/* what the target holds is not known to be flushed yet */
+		durable_lsn = MyReplicationSlot->data.confirmed_flush;
 
 		for (;;)
 		{
