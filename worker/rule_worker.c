@@ -68,6 +68,8 @@
 #define RULE_COPY_ROWS		2000
 /* how often an idle worker records its position on the target */
 #define RULE_IDLE_PROGRESS_MS	1000
+/* batches begin at most this often: under a stream of commits, several per batch */
+#define RULE_MIN_BATCH_INTERVAL_MS	5
 
 static ReplicaSlot *slot;
 static char *rule_name;
@@ -970,6 +972,7 @@ decode(PGconn *conn)
 {
 	LogicalDecodingContext *ctx;
 	TimestampTz last_progress = GetCurrentTimestamp();
+	TimestampTz last_batch = 0;
 	uint64		generation = replicator_catalog_generation(MyDatabaseId);
 	uint64		records = 0;
 
@@ -1013,6 +1016,7 @@ decode(PGconn *conn)
 		/* at the end of the WAL: the batch goes, whatever its size */
 		if (apply.xact_open || apply.changes > 0)
 		{
+			last_batch = GetCurrentTimestamp();
 			if (!commit_batch(ctx->reader->EndRecPtr, true, false))
 			{
 				restart_decoding = true;
@@ -1055,6 +1059,26 @@ decode(PGconn *conn)
 						 RULE_IDLE_PROGRESS_MS, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
+
+		/*
+		 * Each batch costs the target a statement per table, planned: a
+		 * commit that comes sooner than RULE_MIN_BATCH_INTERVAL_MS after
+		 * the last batch waits for the rest of that interval, and those
+		 * that follow it join the batch.  A commit after a quiet spell
+		 * goes at once.
+		 */
+		for (;;)
+		{
+			long		ms = RULE_MIN_BATCH_INTERVAL_MS -
+				TimestampDifferenceMilliseconds(last_batch, GetCurrentTimestamp());
+
+			if (ms <= 0)
+				break;
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
