@@ -7,14 +7,19 @@
  * statement over a JSON array: the target turns each element back into
  * its own row type (json_populate_record), so column order and compatible
  * types may differ between the two sides.  A run never holds a key twice,
- * so that the rows of one statement are independent of one another.
+ * so that the rows of one statement are independent of one another (under
+ * source-wins, an update of a row the run updated already merges into its
+ * change instead).
  *
  * Each statement resolves its own conflicts (rule_status, README): it
  * reads the target rows its changes meet, then writes, all under one
  * snapshot, and returns the conflicts for the worker to record.  Several
  * statements go in one round trip, and the progress record (the source
  * position applied) is written in the same target transaction as the
- * changes: after any crash the worker resumes exactly after it.
+ * changes: after any crash the worker resumes exactly after it.  One
+ * round trip may be in flight while the next batch is built; commits do
+ * not wait for the target's flush, and durable_lsn follows what it has
+ * flushed.
  *
  *-------------------------------------------------------------------------
  */
