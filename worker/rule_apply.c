@@ -376,75 +376,116 @@ append_run_statement(RuleApply *apply, RuleRun *run)
 	append_elements_literal(b, run);
 	appendStringInfoString(b, "::pg_catalog.json) WITH ORDINALITY AS e(j, ord)),");
 	/*
-	 * The target rows the changes meet, before any write.  same: an insert
-	 * finds the very row (as text: json, xml or point have no = operator).
-	 * Only a conflict's target row is rendered.
+	 * Source-wins, the old row only a key: an update or delete writes
+	 * whatever row it finds, and a row it did not find is the only
+	 * conflict (an update then inserts it).  The statement's own write
+	 * says which rows it found, with no read and no lock before it.
 	 */
-	appendStringInfoString(b, " cur AS MATERIALIZED (SELECT s.ord, ");
-	if (run->op == RULE_INSERT)
+	if (apply->resolution == RULE_SOURCE_WINS && !run->full && run->unchanged == NULL &&
+		run->op != RULE_INSERT)
 	{
-		/* an insert that meets a row is a conflict, unless it is the same */
-		appendStringInfoString(b, "pg_catalog.to_jsonb(t.*) AS row, ROW(");
-		append_cols(b, cols, "t.");
-		appendStringInfoString(b, ")::text IS NOT DISTINCT FROM ROW(");
-		append_values(b, cols, t->table->json_columns, 'n');
-		appendStringInfoString(b, ")::text AS same");
+		if (run->op == RULE_DELETE)
+		{
+			appendStringInfo(b, " w AS (DELETE FROM %s t USING s WHERE ", T);
+			append_key_match(b, key, "t.", "(s.o).");
+			appendStringInfoString(b, " RETURNING s.ord), ins AS (SELECT WHERE false)");
+		}
+		else
+		{
+			appendStringInfo(b, " w AS (UPDATE %s t SET (", T);
+			append_cols(b, setcols, "");
+			appendStringInfoString(b, ") = ROW(");
+			append_values(b, setcols, t->table->json_columns, 'n');
+			appendStringInfoString(b, ") FROM s WHERE ");
+			append_key_match(b, key, "t.", "(s.o).");
+			appendStringInfo(b, " RETURNING s.ord), ins AS (INSERT INTO %s (", T);
+			append_cols(b, cols, "");
+			appendStringInfoString(b, ") SELECT ");
+			append_values(b, cols, t->table->json_columns, 'n');
+			appendStringInfoString(b, " FROM s WHERE NOT EXISTS (SELECT FROM w WHERE w.ord = s.ord)"
+								   " ORDER BY s.ord ON CONFLICT DO NOTHING RETURNING 1)");
+		}
+		appendStringInfo(b,
+						 ", c AS (SELECT '%s' AS op, 'row missing' AS kind, %s AS key,"
+						 " (s.j OPERATOR(pg_catalog.->) 'n')::pg_catalog.jsonb AS source_row,"
+						 " NULL::pg_catalog.jsonb AS target_row, 'source-wins' AS resolution, false AS set_aside"
+						 " FROM s WHERE NOT EXISTS (SELECT FROM w WHERE w.ord = s.ord)"
+						 " AND (SELECT count(*) FROM ins) >= 0)",
+						 op, k.data);
 	}
 	else
-		appendStringInfo(b, "CASE WHEN %s THEN pg_catalog.to_jsonb(t.*) END AS row, false AS same",
-						 changed);
-	appendStringInfo(b, ", %s AS changed, %s AS newer FROM s JOIN %s t ON ", changed,
-					 source_newer, T);
-	append_key_match(b, key, "t.", "(s.o).");
-	if (apply->use_origin)
-		appendStringInfoString(b, " LEFT JOIN LATERAL pg_catalog.pg_xact_commit_timestamp_origin(t.xmin) c ON true"
-							   " LEFT JOIN LATERAL (SELECT roident FROM pg_catalog.pg_replication_origin"
-							   "  WHERE roname OPERATOR(pg_catalog.=) pg_catalog.current_setting('replicator.origin', true)) o ON true");
-	appendStringInfoString(b, " FOR UPDATE OF t),");
-
-	if (run->op == RULE_DELETE)
 	{
-		appendStringInfo(b, " w AS (DELETE FROM %s t USING s JOIN cur USING (ord) WHERE ", T);
+		/*
+		 * The target rows the changes meet, before any write.  same: an
+		 * insert finds the very row (as text: json, xml or point have no =
+		 * operator).  Only a conflict's target row is rendered.
+		 */
+		appendStringInfoString(b, " cur AS MATERIALIZED (SELECT s.ord, ");
+		if (run->op == RULE_INSERT)
+		{
+			/* an insert that meets a row is a conflict, unless it is the same */
+			appendStringInfoString(b, "pg_catalog.to_jsonb(t.*) AS row, ROW(");
+			append_cols(b, cols, "t.");
+			appendStringInfoString(b, ")::text IS NOT DISTINCT FROM ROW(");
+			append_values(b, cols, t->table->json_columns, 'n');
+			appendStringInfoString(b, ")::text AS same");
+		}
+		else
+			appendStringInfo(b, "CASE WHEN %s THEN pg_catalog.to_jsonb(t.*) END AS row, false AS same",
+							 changed);
+		appendStringInfo(b, ", %s AS changed, %s AS newer FROM s JOIN %s t ON ", changed,
+						 source_newer, T);
 		append_key_match(b, key, "t.", "(s.o).");
-		appendStringInfo(b, " AND %s RETURNING s.ord),", apply_existing);
-		appendStringInfoString(b, " ins AS (SELECT WHERE false)");
-	}
-	else
-	{
-		appendStringInfo(b, " w AS (UPDATE %s t SET (", T);
-		append_cols(b, setcols, "");
-		appendStringInfoString(b, ") = ROW(");
-		append_values(b, setcols, t->table->json_columns, 'n');
-		appendStringInfoString(b, ") FROM s JOIN cur USING (ord) WHERE ");
-		append_key_match(b, key, "t.", "(s.o).");
-		appendStringInfo(b, " AND %s RETURNING s.ord),", apply_existing);
-		appendStringInfo(b, " ins AS (INSERT INTO %s (", T);
-		append_cols(b, cols, "");
-		appendStringInfoString(b, ") SELECT ");
-		append_values(b, cols, t->table->json_columns, 'n');
-		appendStringInfo(b, " FROM s WHERE %s AND NOT EXISTS (SELECT FROM cur WHERE cur.ord = s.ord)"
-						 " ORDER BY s.ord ON CONFLICT DO NOTHING RETURNING 1)", insert_missing);
-	}
+		if (apply->use_origin)
+			appendStringInfoString(b, " LEFT JOIN LATERAL pg_catalog.pg_xact_commit_timestamp_origin(t.xmin) c ON true"
+								   " LEFT JOIN LATERAL (SELECT roident FROM pg_catalog.pg_replication_origin"
+								   "  WHERE roname OPERATOR(pg_catalog.=) pg_catalog.current_setting('replicator.origin', true)) o ON true");
+		appendStringInfoString(b, " FOR UPDATE OF t),");
 
-	/*
-	 * The conflicts, and what became of them.  A rule's stream keeps them
-	 * on the target, in the batch's own transaction, until they are
-	 * recorded here: a crash never loses a change set aside.
-	 */
-	appendStringInfo(b,
-					 ", c AS (SELECT '%s' AS op, CASE WHEN cur.ord IS NULL THEN 'row missing'"
-					 "  WHEN '%s' = 'insert' THEN 'key exists' ELSE 'changed on target' END AS kind,"
-					 " %s AS key, (s.j OPERATOR(pg_catalog.->) 'n')::pg_catalog.jsonb AS source_row,"
-					 " cur.row AS target_row, r.resolution, r.resolution = 'set aside' AS set_aside"
-					 " FROM s LEFT JOIN cur USING (ord) LEFT JOIN w USING (ord),"
-					 " LATERAL (SELECT CASE WHEN w.ord IS NOT NULL"
-					 "  OR (cur.ord IS NULL AND (%s OR '%s' = 'delete') AND NOT (%s)) THEN 'source-wins'"
-					 "  WHEN %s THEN 'set aside' ELSE 'target-wins' END AS resolution) r"
-					 " WHERE (SELECT count(*) FROM ins) >= 0 AND (%s))",
-					 op, op, k.data,
-					 insert_missing, op, set_aside, set_aside,
-					 run->op == RULE_INSERT ? "cur.ord IS NOT NULL AND NOT cur.same" :
-					 "cur.ord IS NULL OR cur.changed");
+		if (run->op == RULE_DELETE)
+		{
+			appendStringInfo(b, " w AS (DELETE FROM %s t USING s JOIN cur USING (ord) WHERE ", T);
+			append_key_match(b, key, "t.", "(s.o).");
+			appendStringInfo(b, " AND %s RETURNING s.ord),", apply_existing);
+			appendStringInfoString(b, " ins AS (SELECT WHERE false)");
+		}
+		else
+		{
+			appendStringInfo(b, " w AS (UPDATE %s t SET (", T);
+			append_cols(b, setcols, "");
+			appendStringInfoString(b, ") = ROW(");
+			append_values(b, setcols, t->table->json_columns, 'n');
+			appendStringInfoString(b, ") FROM s JOIN cur USING (ord) WHERE ");
+			append_key_match(b, key, "t.", "(s.o).");
+			appendStringInfo(b, " AND %s RETURNING s.ord),", apply_existing);
+			appendStringInfo(b, " ins AS (INSERT INTO %s (", T);
+			append_cols(b, cols, "");
+			appendStringInfoString(b, ") SELECT ");
+			append_values(b, cols, t->table->json_columns, 'n');
+			appendStringInfo(b, " FROM s WHERE %s AND NOT EXISTS (SELECT FROM cur WHERE cur.ord = s.ord)"
+							 " ORDER BY s.ord ON CONFLICT DO NOTHING RETURNING 1)", insert_missing);
+		}
+
+		/*
+		 * The conflicts, and what became of them.  A rule's stream keeps them
+		 * on the target, in the batch's own transaction, until they are
+		 * recorded here: a crash never loses a change set aside.
+		 */
+		appendStringInfo(b,
+						 ", c AS (SELECT '%s' AS op, CASE WHEN cur.ord IS NULL THEN 'row missing'"
+						 "  WHEN '%s' = 'insert' THEN 'key exists' ELSE 'changed on target' END AS kind,"
+						 " %s AS key, (s.j OPERATOR(pg_catalog.->) 'n')::pg_catalog.jsonb AS source_row,"
+						 " cur.row AS target_row, r.resolution, r.resolution = 'set aside' AS set_aside"
+						 " FROM s LEFT JOIN cur USING (ord) LEFT JOIN w USING (ord),"
+						 " LATERAL (SELECT CASE WHEN w.ord IS NOT NULL"
+						 "  OR (cur.ord IS NULL AND (%s OR '%s' = 'delete') AND NOT (%s)) THEN 'source-wins'"
+						 "  WHEN %s THEN 'set aside' ELSE 'target-wins' END AS resolution) r"
+						 " WHERE (SELECT count(*) FROM ins) >= 0 AND (%s))",
+						 op, op, k.data,
+						 insert_missing, op, set_aside, set_aside,
+						 run->op == RULE_INSERT ? "cur.ord IS NOT NULL AND NOT cur.same" :
+						 "cur.ord IS NULL OR cur.changed");
+	}
 	if (apply->slot[0] != '\0')
 		appendStringInfo(b,
 						 " INSERT INTO replicator_apply.conflicts"
