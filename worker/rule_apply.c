@@ -232,6 +232,43 @@ append_key_match(StringInfo buf, List *key, const char *left, const char *right)
 						 left, quote_identifier(lfirst(lc)), right, quote_identifier(lfirst(lc)));
 }
 
+/*
+ * The writes: w, the rows found (s joined with join_found) and written if
+ * write_if; ins, for an update, the rows not in found inserted if
+ * insert_if.
+ */
+static void
+append_writes(StringInfo b, RuleRun *run, List *setcols, const char *join_found,
+			  const char *write_if, const char *insert_if, const char *found)
+{
+	RuleApplyTable *t = run->table;
+	const char *T = t->table->qualified;
+
+	if (run->op == RULE_DELETE)
+		appendStringInfo(b, " w AS (DELETE FROM %s t USING s%s WHERE ", T, join_found);
+	else
+	{
+		appendStringInfo(b, " w AS (UPDATE %s t SET (", T);
+		append_cols(b, setcols, "");
+		appendStringInfoString(b, ") = ROW(");
+		append_values(b, setcols, t->table->json_columns, 'n');
+		appendStringInfo(b, ") FROM s%s WHERE ", join_found);
+	}
+	append_key_match(b, t->table->key, "t.", "(s.o).");
+	appendStringInfo(b, " AND %s RETURNING s.ord),", write_if);
+	if (run->op == RULE_DELETE)
+	{
+		appendStringInfoString(b, " ins AS (SELECT WHERE false)");
+		return;
+	}
+	appendStringInfo(b, " ins AS (INSERT INTO %s (", T);
+	append_cols(b, t->columns, "");
+	appendStringInfoString(b, ") SELECT ");
+	append_values(b, t->columns, t->table->json_columns, 'n');
+	appendStringInfo(b, " FROM s WHERE %s AND NOT EXISTS (SELECT FROM %s WHERE %s.ord = s.ord)"
+					 " ORDER BY s.ord ON CONFLICT DO NOTHING RETURNING 1)", insert_if, found, found);
+}
+
 /* s, quoted as in a string literal whose quotes are ' (E'' if escapes) */
 static void
 append_quoted(StringInfo b, const char *s, bool escapes)
@@ -384,27 +421,7 @@ append_run_statement(RuleApply *apply, RuleRun *run)
 	if (apply->resolution == RULE_SOURCE_WINS && !run->full && run->unchanged == NULL &&
 		run->op != RULE_INSERT)
 	{
-		if (run->op == RULE_DELETE)
-		{
-			appendStringInfo(b, " w AS (DELETE FROM %s t USING s WHERE ", T);
-			append_key_match(b, key, "t.", "(s.o).");
-			appendStringInfoString(b, " RETURNING s.ord), ins AS (SELECT WHERE false)");
-		}
-		else
-		{
-			appendStringInfo(b, " w AS (UPDATE %s t SET (", T);
-			append_cols(b, setcols, "");
-			appendStringInfoString(b, ") = ROW(");
-			append_values(b, setcols, t->table->json_columns, 'n');
-			appendStringInfoString(b, ") FROM s WHERE ");
-			append_key_match(b, key, "t.", "(s.o).");
-			appendStringInfo(b, " RETURNING s.ord), ins AS (INSERT INTO %s (", T);
-			append_cols(b, cols, "");
-			appendStringInfoString(b, ") SELECT ");
-			append_values(b, cols, t->table->json_columns, 'n');
-			appendStringInfoString(b, " FROM s WHERE NOT EXISTS (SELECT FROM w WHERE w.ord = s.ord)"
-								   " ORDER BY s.ord ON CONFLICT DO NOTHING RETURNING 1)");
-		}
+		append_writes(b, run, setcols, "", "true", "true", "w");
 		appendStringInfo(b,
 						 ", c AS (SELECT '%s' AS op, 'row missing' AS kind, %s AS key,"
 						 " (s.j OPERATOR(pg_catalog.->) 'n')::pg_catalog.jsonb AS source_row,"
@@ -442,29 +459,8 @@ append_run_statement(RuleApply *apply, RuleRun *run)
 								   "  WHERE roname OPERATOR(pg_catalog.=) pg_catalog.current_setting('replicator.origin', true)) o ON true");
 		appendStringInfoString(b, " FOR UPDATE OF t),");
 
-		if (run->op == RULE_DELETE)
-		{
-			appendStringInfo(b, " w AS (DELETE FROM %s t USING s JOIN cur USING (ord) WHERE ", T);
-			append_key_match(b, key, "t.", "(s.o).");
-			appendStringInfo(b, " AND %s RETURNING s.ord),", apply_existing);
-			appendStringInfoString(b, " ins AS (SELECT WHERE false)");
-		}
-		else
-		{
-			appendStringInfo(b, " w AS (UPDATE %s t SET (", T);
-			append_cols(b, setcols, "");
-			appendStringInfoString(b, ") = ROW(");
-			append_values(b, setcols, t->table->json_columns, 'n');
-			appendStringInfoString(b, ") FROM s JOIN cur USING (ord) WHERE ");
-			append_key_match(b, key, "t.", "(s.o).");
-			appendStringInfo(b, " AND %s RETURNING s.ord),", apply_existing);
-			appendStringInfo(b, " ins AS (INSERT INTO %s (", T);
-			append_cols(b, cols, "");
-			appendStringInfoString(b, ") SELECT ");
-			append_values(b, cols, t->table->json_columns, 'n');
-			appendStringInfo(b, " FROM s WHERE %s AND NOT EXISTS (SELECT FROM cur WHERE cur.ord = s.ord)"
-							 " ORDER BY s.ord ON CONFLICT DO NOTHING RETURNING 1)", insert_missing);
-		}
+		append_writes(b, run, setcols, " JOIN cur USING (ord)", apply_existing, insert_missing,
+					  "cur");
 
 		/*
 		 * The conflicts, and what became of them.  A rule's stream keeps them
