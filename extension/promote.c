@@ -262,20 +262,61 @@ ask_position(NodeRow *row, char **name, int64 *epoch, int64 *max_id, char **why)
 }
 
 /*
- * In a PG_CATCH: rethrow unless the error is a lock timeout, which is
- * cleared for the caller to report in its own words.
+ * fn(arg) with lock_timeout wait_ms.  False if a lock was not had in time:
+ * that error is cleared for the caller to report in its own words, at
+ * once (the transaction must not go on).
  */
-static void
-rethrow_unless_lock_timeout(MemoryContext caller)
+static bool
+within_lock_timeout(int64 wait_ms, void (*fn) (void *arg), void *arg)
 {
-	ErrorData  *edata;
+	MemoryContext caller = CurrentMemoryContext;
+	int			nestlevel = NewGUCNestLevel();
+	volatile bool had = true;
 
-	MemoryContextSwitchTo(caller);
-	edata = CopyErrorData();
-	if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
-		PG_RE_THROW();
-	FreeErrorData(edata);
-	FlushErrorState();
+	(void) set_config_option("lock_timeout", psprintf(INT64_FORMAT, Max(wait_ms, 1)),
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	PG_TRY();
+	{
+		fn(arg);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			PG_RE_THROW();
+		FreeErrorData(edata);
+		FlushErrorState();
+		had = false;
+	}
+	PG_END_TRY();
+	AtEOXact_GUC(true, nestlevel);
+	return had;
+}
+
+static void
+update_id_row(void *arg)
+{
+	Oid			nspid = replicator_source_namespace();
+
+	/*
+	 * An UPDATE, not FOR UPDATE: a REPEATABLE READ writer waiting for the
+	 * row then fails on its new version instead of missing our commit.
+	 */
+	replicator_allow_next_write(get_relname_relid("id", nspid));
+	PG_TRY();
+	{
+		*(int *) arg = replicator_spi_execute_as_owner(psprintf("UPDATE %s.id SET id = id",
+																quote_identifier(get_namespace_name(nspid))),
+													   0, NULL, NULL, NULL, false);
+	}
+	PG_FINALLY();
+	{
+		replicator_forbid_writes();
+	}
+	PG_END_TRY();
 }
 
 /*
@@ -286,40 +327,15 @@ rethrow_unless_lock_timeout(MemoryContext caller)
 static void
 hold_id_row(const char *candidate, int64 wait_ms, int64 timeout_ms)
 {
-	Oid			nspid = replicator_source_namespace();
-	Oid			id_relid = get_relname_relid("id", nspid);
-	MemoryContext caller = CurrentMemoryContext;
-	volatile int ret = 0;
-	int			nestlevel = NewGUCNestLevel();
+	int			ret = 0;
 
-	(void) set_config_option("lock_timeout", psprintf(INT64_FORMAT, Max(wait_ms, 1)),
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-
-	/*
-	 * An UPDATE, not FOR UPDATE: a REPEATABLE READ writer waiting for the
-	 * row then fails on its new version instead of missing our commit.
-	 */
-	replicator_allow_next_write(id_relid);
-	PG_TRY();
-	{
-		ret = replicator_spi_execute_as_owner(psprintf("UPDATE %s.id SET id = id",
-													   quote_identifier(get_namespace_name(nspid))),
-											  0, NULL, NULL, NULL, false);
-	}
-	PG_CATCH();
-	{
-		replicator_forbid_writes();
-		rethrow_unless_lock_timeout(caller);
+	if (!within_lock_timeout(wait_ms, update_id_row, &ret))
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 				 errmsg("switchover to \"%s\" abandoned: the insert_events calls under way did not end within " INT64_FORMAT " ms",
 						candidate, timeout_ms),
 				 errdetail("A transaction that called insert_events holds the id row until it ends. Nothing changed: this node is master again."),
 				 errhint("pg_stat_activity shows the sessions idle in transaction.")));
-	}
-	PG_END_TRY();
-	replicator_forbid_writes();
-	AtEOXact_GUC(true, nestlevel);
 	if (ret != SPI_OK_UPDATE)
 		elog(ERROR, "could not lock the id row: %s", SPI_result_code_string(ret));
 }
@@ -576,6 +592,20 @@ switchover(NodeState *state, const char *name, int64 timeout_ms, TimestampTz dea
 	return max_id;
 }
 
+typedef struct NodeStateLock
+{
+	NodeState  *state;
+	bool		found;
+} NodeStateLock;
+
+static void
+read_node_state_for_update(void *arg)
+{
+	NodeStateLock *lock = arg;
+
+	lock->found = replicator_read_node_state(lock->state, true);
+}
+
 /*
  * node_state, locked within wait_ms: an attach_to_master waiting for a
  * session that holds the id table holds the row meanwhile.  candidate is
@@ -584,19 +614,10 @@ switchover(NodeState *state, const char *name, int64 timeout_ms, TimestampTz dea
 static bool
 lock_node_state_within(NodeState *state, const char *candidate, int64 wait_ms)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	int			nestlevel = NewGUCNestLevel();
-	volatile bool found = false;
+	NodeStateLock lock = {state, false};
 
-	(void) set_config_option("lock_timeout", psprintf(INT64_FORMAT, Max(wait_ms, 1)),
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	PG_TRY();
+	if (!within_lock_timeout(wait_ms, read_node_state_for_update, &lock))
 	{
-		found = replicator_read_node_state(state, true);
-	}
-	PG_CATCH();
-	{
-		rethrow_unless_lock_timeout(caller);
 		/* as the fence would say once the row is had */
 		if (candidate != NULL)
 			replicator_refuse_if_in_doubt(candidate);
@@ -608,9 +629,13 @@ lock_node_state_within(NodeState *state, const char *candidate, int64 wait_ms)
 				 errdetail("Another promote(), or a master making this node its slave, holds replicator.node_state. Nothing changed."),
 				 errhint("pg_stat_activity shows who waits for what; a master's attach waits while a session holds the id table.")));
 	}
-	PG_END_TRY();
-	AtEOXact_GUC(true, nestlevel);
-	return found;
+	return lock.found;
+}
+
+static void
+lock_event_source(void *arg)
+{
+	replicator_lock_event_source();
 }
 
 /*
@@ -622,26 +647,12 @@ lock_node_state_within(NodeState *state, const char *candidate, int64 wait_ms)
 static void
 lock_event_source_within(int64 wait_ms, int64 timeout_ms)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	int			nestlevel = NewGUCNestLevel();
-
-	(void) set_config_option("lock_timeout", psprintf(INT64_FORMAT, Max(wait_ms, 1)),
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	PG_TRY();
-	{
-		replicator_lock_event_source();
-	}
-	PG_CATCH();
-	{
-		rethrow_unless_lock_timeout(caller);
+	if (!within_lock_timeout(wait_ms, lock_event_source, NULL))
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 				 errmsg("failover abandoned: sessions of the former master still hold this node's events after " INT64_FORMAT " ms", timeout_ms),
 				 errdetail("Nothing changed. Their server closes them once it notices the master is gone."),
 				 errhint("To go on now, end them: SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'replicator:%%' AND datname = current_database();")));
-	}
-	PG_END_TRY();
-	AtEOXact_GUC(true, nestlevel);
 }
 
 static int64

@@ -103,23 +103,39 @@ replicator_spi_execute_as_owner(const char *sql, int nargs, Oid *types, Datum *v
 								const char *nulls, bool read_only)
 {
 	Oid			owner = extension_owner();
-	Oid			saved_userid;
-	int			saved_sec_context;
-	int			save_nestlevel;
-	volatile int ret = 0;
 
 	if (!OidIsValid(owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("extension \"replicator\" is not installed in this database")));
+	return replicator_spi_execute_as(owner, false, sql, nargs, types, values, nulls, read_only);
+}
+
+/*
+ * sql as role, restricted, with search_path pg_catalog, pg_temp (and,
+ * with no_row_security, row_security off) for the statement.  Needs SPI
+ * connected.
+ */
+int
+replicator_spi_execute_as(Oid role, bool no_row_security, const char *sql, int nargs,
+						  Oid *types, Datum *values, const char *nulls, bool read_only)
+{
+	Oid			saved_userid;
+	int			saved_sec_context;
+	int			save_nestlevel;
+	volatile int ret = 0;
+
 	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
-	SetUserIdAndSecContext(owner, saved_sec_context |
+	SetUserIdAndSecContext(role, saved_sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
 	PG_TRY();
 	{
+		(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		if (no_row_security)
+			(void) set_config_option("row_security", "off", PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_SAVE, true, 0, false);
 		ret = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, 0);
 	}
 	PG_FINALLY();

@@ -27,6 +27,8 @@ extern bool replicator_extension(ReplicatorExtension *ext);
 extern Oid	replicator_source_namespace(void);
 extern void replicator_check_sql_version(void);
 extern void replicator_require_sql_version(const char *version);
+extern int	replicator_spi_execute_as(Oid role, bool no_row_security, const char *sql, int nargs,
+									  Oid *types, Datum *values, const char *nulls, bool read_only);
 extern int	replicator_spi_execute_as_owner(const char *sql, int nargs, Oid *types,
 											Datum *values, const char *nulls,
 											bool read_only);

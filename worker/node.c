@@ -187,6 +187,21 @@ my_database_entry(void)
 	return NULL;
 }
 
+/*
+ * Under the shared memory lock: whether a fence in doubt holds this node
+ * (db) at epoch; if it is for another node than candidate, its name goes
+ * to other (REPLICA_NAME_LEN).
+ */
+static bool
+fence_in_doubt(DatabaseEntry *db, const char *candidate, int64 epoch, char *other)
+{
+	if (db == NULL || !db->fenced || !db->fence_in_doubt || db->fence_epoch < epoch)
+		return false;
+	if (strcmp(db->fenced_for, candidate) != 0)
+		strlcpy(other, db->fenced_for, REPLICA_NAME_LEN);
+	return true;
+}
+
 static void
 report_in_doubt(const char *in_doubt_for)
 {
@@ -220,11 +235,8 @@ replicator_fence(const char *fenced_for, int64 epoch)
 				 errmsg("replicator is not loaded through shared_preload_libraries")));
 	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
 	db = my_database_entry();
-	if (db != NULL)
-		was_in_doubt = db->fenced && db->fence_in_doubt && db->fence_epoch >= epoch;
-	if (was_in_doubt && strcmp(db->fenced_for, fenced_for) != 0)
-		strlcpy(in_doubt_for, db->fenced_for, REPLICA_NAME_LEN);
-	else if (db != NULL)
+	was_in_doubt = fence_in_doubt(db, fenced_for, epoch, in_doubt_for);
+	if (db != NULL && in_doubt_for[0] == '\0')
 	{
 		db->fenced = true;
 		db->fenced_by = MyProcPid;
@@ -355,16 +367,16 @@ replicator_end_attached_sessions(int64 epoch)
 void
 replicator_refuse_if_in_doubt(const char *candidate)
 {
-	DatabaseEntry *db;
 	char		in_doubt_for[REPLICA_NAME_LEN] = "";
+	char		name[REPLICA_NAME_LEN];
+	char		master[REPLICA_NAME_LEN];
+	int64		epoch = 0;
 
 	if (ReplicatorState == NULL)
 		return;
+	(void) replicator_node_role_now(name, master, &epoch);
 	LWLockAcquire(ReplicatorState->lock, LW_SHARED);
-	db = my_database_entry();
-	if (db != NULL && db->fenced && db->fence_in_doubt &&
-		strcmp(db->fenced_for, candidate) != 0)
-		strlcpy(in_doubt_for, db->fenced_for, REPLICA_NAME_LEN);
+	(void) fence_in_doubt(my_database_entry(), candidate, epoch, in_doubt_for);
 	LWLockRelease(ReplicatorState->lock);
 	if (in_doubt_for[0] != '\0')
 		report_in_doubt(in_doubt_for);

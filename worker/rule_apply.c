@@ -120,7 +120,7 @@ replicator_rule_target_columns(PGconn *conn, RuleTable *table, bool *update_trig
 	const char *values[1] = {table->qualified};
 	PGresult   *res = replicator_remote_exec(conn,
 											 "SELECT attname, EXISTS (SELECT FROM pg_catalog.pg_trigger g"
-											 "  WHERE g.tgrelid OPERATOR(pg_catalog.=) a.attrelid AND NOT g.tgisinternal"
+											 "  WHERE g.tgrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1) AND NOT g.tgisinternal"
 											 "  AND (g.tgtype OPERATOR(pg_catalog.&) 16) OPERATOR(pg_catalog.<>) 0"
 											 "  AND g.tgenabled OPERATOR(pg_catalog.=) ANY (CASE pg_catalog.current_setting('session_replication_role')"
 											 "   WHEN 'replica' THEN '{A,R}'::\"char\"[] ELSE '{A,O}'::\"char\"[] END))"
@@ -744,12 +744,38 @@ replicator_rule_apply_rows(RuleApply *apply, RuleApplyTable *table, char **rows,
 	}
 }
 
+/*
+ * Row r of res, a row of replicator_apply.conflicts as a statement returns
+ * it (id, op, kind, key, source_row, target_row, resolution, set_aside),
+ * joins apply->conflicts; table_name is its table's.
+ */
+void
+replicator_rule_read_conflict(RuleApply *apply, PGresult *res, int r, const char *table_name)
+{
+	MemoryContext old = MemoryContextSwitchTo(apply->conflict_cxt);
+	RuleConflict *c = palloc0(sizeof(RuleConflict));
+
+#define CELL(col) (PQgetisnull(res, r, col) ? NULL : pstrdup(PQgetvalue(res, r, col)))
+	c->target_id = pg_strtoint64(PQgetvalue(res, r, 0));
+	c->op = CELL(1);
+	c->kind = CELL(2);
+	c->key = CELL(3);
+	c->source_row = CELL(4);
+	c->target_row = CELL(5);
+	c->resolution = CELL(6);
+	c->set_aside = strcmp(PQgetvalue(res, r, 7), "t") == 0;
+#undef CELL
+	c->table_name = pstrdup(table_name);
+	apply->conflicts = lappend(apply->conflicts, c);
+	MemoryContextSwitchTo(old);
+}
+
 static void
 each_result(PGresult *res, int i, void *arg)
 {
 	RuleApply  *apply = arg;
-	StatementOwner *owner = i < list_length(apply->result_owners) ?
-		list_nth(apply->result_owners, i) : NULL;
+	StatementOwner *owner = i < list_length(apply->sent_owners) ?
+		list_nth(apply->sent_owners, i) : NULL;
 	ExecStatusType status = PQresultStatus(res);
 	MemoryContext old;
 
@@ -784,27 +810,12 @@ each_result(PGresult *res, int i, void *arg)
 	}
 	if (status != PGRES_TUPLES_OK || owner == NULL || PQnfields(res) != 8)
 		return;
-	old = MemoryContextSwitchTo(apply->conflict_cxt);
 	for (int r = 0; r < PQntuples(res); r++)
 	{
-		RuleConflict *c = palloc0(sizeof(RuleConflict));
-
-#define CELL(col) (PQgetisnull(res, r, col) ? NULL : pstrdup(PQgetvalue(res, r, col)))
-		c->target_id = pg_strtoint64(PQgetvalue(res, r, 0));
-		c->table_name = pstrdup(owner->table->table->qualified);
-		c->op = CELL(1);
-		c->kind = CELL(2);
-		c->key = CELL(3);
-		c->source_row = CELL(4);
-		c->target_row = CELL(5);
-		c->resolution = CELL(6);
-		c->set_aside = strcmp(PQgetvalue(res, r, 7), "t") == 0;
-#undef CELL
+		replicator_rule_read_conflict(apply, res, r, owner->table->table->qualified);
 		owner->table->conflicts++;
-		apply->conflicts = lappend(apply->conflicts, c);
 		apply->batch_conflicts = true;
 	}
-	MemoryContextSwitchTo(old);
 }
 
 /*
@@ -851,7 +862,7 @@ note_durable(RuleApply *apply)
  * commit_lsn: what the target records if it commits.
  */
 static bool
-send_built(RuleApply *apply, bool wait, XLogRecPtr commit_lsn)
+send_built(RuleApply *apply, bool wait, XLogRecPtr commit_lsn, bool durable)
 {
 	MemoryContext sent;
 	bool		ok;
@@ -867,8 +878,7 @@ send_built(RuleApply *apply, bool wait, XLogRecPtr commit_lsn)
 	apply->sent_cxt = sent;
 	apply->sent_owners = apply->owners;
 	apply->sent_open = apply->xact_open;
-	apply->in_flight_durable = apply->commit_durable;
-	apply->commit_durable = false;
+	apply->in_flight_durable = durable;
 	apply->in_flight = true;
 	apply->in_flight_lsn = commit_lsn;
 	start_over(apply);
@@ -896,10 +906,9 @@ replicator_rule_apply_wait(RuleApply *apply)
 
 	if (!apply->in_flight)
 		return apply->error == NULL;
-	apply->result_owners = apply->sent_owners;
 	ok = replicator_remote_collect_each(apply->conn, each_result, apply);
 	apply->in_flight = false;
-	apply->result_owners = apply->sent_owners = NIL;
+	apply->sent_owners = NIL;
 	MemoryContextReset(apply->sent_cxt);
 	if (!ok && apply->error == NULL)
 	{
@@ -935,7 +944,7 @@ replicator_rule_apply_send(RuleApply *apply, const char *extra_sql)
 		apply->owners = lappend(apply->owners, NULL);
 	}
 	MemoryContextSwitchTo(old);
-	return send_built(apply, true, InvalidXLogRecPtr);
+	return send_built(apply, true, InvalidXLogRecPtr, false);
 }
 
 /* The statement that records in the target how far it has applied. */
@@ -991,11 +1000,10 @@ replicator_rule_apply_commit(RuleApply *apply, XLogRecPtr lsn, const char *extra
 						   "SELECT pg_catalog.pg_current_wal_insert_lsn() AS replicator_commit_wal,"
 						   " pg_catalog.pg_current_wal_flush_lsn();\n");
 	apply->owners = lappend(apply->owners, NULL);
-	apply->commit_durable = durable;
 	apply->xact_open = false;
 	apply->changes = 0;
 	MemoryContextSwitchTo(old);
-	return send_built(apply, wait, lsn);
+	return send_built(apply, wait, lsn, durable);
 }
 
 /* After a failure: nothing pending, the target rolled back (or will). */
@@ -1008,7 +1016,6 @@ replicator_rule_apply_reset(RuleApply *apply)
 	start_over(apply);
 	apply->xact_open = false;
 	apply->sent_open = false;
-	apply->commit_durable = false;
 	apply->batch_conflicts = false;
 	apply->changes = 0;
 	replicator_rule_apply_recorded(apply);

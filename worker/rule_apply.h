@@ -70,7 +70,6 @@ typedef struct RuleApply
 	bool		sent_open;		/* what was sent left a transaction open */
 	XLogRecPtr	in_flight_lsn;	/* what it records if it commits */
 	List	   *sent_owners;
-	List	   *result_owners;	/* those of the results being read */
 	XLogRecPtr	committed_lsn;	/* the last commit whose results came in */
 
 	/*
@@ -79,8 +78,7 @@ typedef struct RuleApply
 	 */
 	XLogRecPtr	durable_lsn;	/* committed and flushed there */
 	List	   *not_flushed;	/* DurablePoint *, oldest first */
-	bool		commit_durable; /* the commit being built is synchronous */
-	bool		in_flight_durable;	/* the one in flight is */
+	bool		in_flight_durable;	/* the commit in flight is synchronous */
 	bool		batch_conflicts;	/* the open batch met conflicts: its commit
 									 * is synchronous */
 	XLogRecPtr	commit_wal;		/* target WAL: where its commit ended, */
@@ -121,6 +119,8 @@ extern bool replicator_rule_apply_wait(RuleApply *apply);
 extern void replicator_rule_apply_reset(RuleApply *apply);
 extern void replicator_rule_apply_recorded(RuleApply *apply);
 extern char *replicator_rule_progress_sql(RuleApply *apply, XLogRecPtr lsn);
+extern void replicator_rule_read_conflict(RuleApply *apply, PGresult *res, int r,
+										  const char *table_name);
 extern List *replicator_rule_target_columns(PGconn *conn, RuleTable *table, bool *update_triggers,
 										   char **error);
 

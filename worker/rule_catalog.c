@@ -456,29 +456,6 @@ int
 replicator_rule_spi_as_owner(Oid relid, const char *sql, int nargs, Oid *types, Datum *values,
 							 const char *nulls, bool read_only)
 {
-	Oid			owner = replicator_rule_table_owner(relid);
-	Oid			saved_userid;
-	int			saved_sec_context;
-	int			save_nestlevel;
-	volatile int ret = 0;
-
-	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
-	SetUserIdAndSecContext(owner, saved_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-	save_nestlevel = NewGUCNestLevel();
-	PG_TRY();
-	{
-		(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-		(void) set_config_option("row_security", "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-		ret = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, 0);
-	}
-	PG_FINALLY();
-	{
-		AtEOXact_GUC(false, save_nestlevel);
-		SetUserIdAndSecContext(saved_userid, saved_sec_context);
-	}
-	PG_END_TRY();
-	return ret;
+	return replicator_spi_execute_as(replicator_rule_table_owner(relid), true,
+									 sql, nargs, types, values, nulls, read_only);
 }

@@ -897,31 +897,14 @@ record_locally(void)
 static void
 drain_conflicts(PGconn *conn)
 {
-	PGresult   *res = remote(conn, psprintf("SELECT id, table_name, op, kind, key, source_row, target_row,"
-											" resolution, set_aside FROM replicator_apply.conflicts"
+	PGresult   *res = remote(conn, psprintf("SELECT id, op, kind, key, source_row, target_row,"
+											" resolution, set_aside, table_name FROM replicator_apply.conflicts"
 											" WHERE source = %s AND slot = %s ORDER BY id",
 											quote_literal_cstr(source_id), quote_literal_cstr(slot_name)),
 							  PGRES_TUPLES_OK);
-	MemoryContext old = MemoryContextSwitchTo(apply.conflict_cxt);
 
 	for (int r = 0; r < PQntuples(res); r++)
-	{
-		RuleConflict *c = palloc0(sizeof(RuleConflict));
-
-#define CELL(col) (PQgetisnull(res, r, col) ? NULL : pstrdup(PQgetvalue(res, r, col)))
-		c->target_id = pg_strtoint64(PQgetvalue(res, r, 0));
-		c->table_name = CELL(1);
-		c->op = CELL(2);
-		c->kind = CELL(3);
-		c->key = CELL(4);
-		c->source_row = CELL(5);
-		c->target_row = CELL(6);
-		c->resolution = CELL(7);
-		c->set_aside = strcmp(PQgetvalue(res, r, 8), "t") == 0;
-#undef CELL
-		apply.conflicts = lappend(apply.conflicts, c);
-	}
-	MemoryContextSwitchTo(old);
+		replicator_rule_read_conflict(&apply, res, r, PQgetvalue(res, r, 8));
 	PQclear(res);
 	if (apply.conflicts != NIL)
 		record_locally();
