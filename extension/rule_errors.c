@@ -80,15 +80,16 @@ forget(int64 id)
 }
 
 /* The source's row of that key now, as the decoder renders it; NULL if none. */
-static char *
+static RuleRow *
 source_row(RuleTable *table, const char *key)
 {
 	MemoryContext cxt = CurrentMemoryContext;
+	MemoryContext old;
 	StringInfoData sql;
 	ListCell   *lc;
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(key)};
-	char	   *row = NULL;
+	RuleRow    *row = NULL;
 	Oid			saved_user;
 	int			saved_context;
 	Oid			owner;
@@ -118,9 +119,39 @@ source_row(RuleTable *table, const char *key)
 		heap_deform_tuple(SPI_tuptable->vals[0], desc, values, isnull);
 		SetUserIdAndSecContext(owner, saved_context | SECURITY_LOCAL_USERID_CHANGE |
 							   SECURITY_RESTRICTED_OPERATION);
-		row = replicator_rule_row_json(desc, values, isnull, NULL);
+		old = MemoryContextSwitchTo(cxt);
+		row = replicator_rule_row(desc, values, isnull, NULL);
+		MemoryContextSwitchTo(old);
 		SetUserIdAndSecContext(saved_user, saved_context);
-		row = MemoryContextStrdup(cxt, row);
+	}
+	SPI_finish();
+	return row;
+}
+
+/* A set aside change's key (a JSON object) as a row of its columns. */
+static RuleRow *
+key_row(const char *key)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(key)};
+	RuleRow    *row = palloc(sizeof(RuleRow));
+
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT key, value FROM pg_catalog.jsonb_each_text($1::pg_catalog.jsonb)",
+							  1, types, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the key of a set aside change");
+	row->ncols = (int) SPI_processed;
+	row->names = MemoryContextAlloc(cxt, sizeof(char *) * Max(row->ncols, 1));
+	row->values = MemoryContextAlloc(cxt, sizeof(char *) * Max(row->ncols, 1));
+	row->json = MemoryContextAllocZero(cxt, sizeof(bool) * Max(row->ncols, 1));
+	for (int i = 0; i < row->ncols; i++)
+	{
+		char	   *value = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+
+		row->names[i] = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[i],
+															  SPI_tuptable->tupdesc, 1));
+		row->values[i] = value ? MemoryContextStrdup(cxt, value) : NULL;
 	}
 	SPI_finish();
 	return row;
@@ -160,7 +191,7 @@ replicator_retry_rule_error(PG_FUNCTION_ARGS)
 	change.relid = relid;
 	change.new_row = source_row(table, e.key);
 	change.op = change.new_row ? RULE_INSERT : RULE_DELETE;
-	change.old_row = change.new_row ? NULL : e.key;
+	change.old_row = change.new_row ? NULL : key_row(e.key);
 
 	conn = replicator_remote_connect(config.conninfo, "replicator retry_rule_error",
 									 REPLICATOR_SESSION_QUERY,
@@ -179,7 +210,7 @@ replicator_retry_rule_error(PG_FUNCTION_ARGS)
 		res = replicator_remote_exec(conn, "SET search_path = pg_catalog, pg_temp", 0, NULL);
 		if ((error = replicator_remote_expect(conn, res, PGRES_COMMAND_OK)) != NULL)
 			elog(ERROR, "%s", error);
-		target.columns = replicator_rule_target_columns(conn, table, NULL, &error);
+		error = replicator_rule_target_columns(conn, &target);
 		if (error)
 			elog(ERROR, "%s", error);
 

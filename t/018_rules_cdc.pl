@@ -325,6 +325,30 @@ wait_rule('all', 'after resume_rule');
 compare_table($t1, 'app.orphan', 'id', 'resumed table');
 compare_table($t1, 'app.items', 'id', 'after resume_rule');
 
+# The target's table gains a column (and a dropped one) while the worker
+# streams to it: rows are written as the target's row type, which has
+# changed under the worker; it learns it again instead of pausing.
+$t1->safe_psql('postgres', q{
+ALTER TABLE app.later ADD COLUMN gone int, ADD COLUMN note text DEFAULT 'target only';
+ALTER TABLE app.later DROP COLUMN gone;
+});
+q_source(q{
+INSERT INTO app.later VALUES (302, 'after the target changed', now()),
+ (303, 'NULL', now()), (304, E' spaced, (paren) "quote" \\\\back\\\\ ', now()), (305, '', NULL);
+UPDATE app.later SET v = v || ', again' WHERE id % 7 = 0;
+DELETE FROM app.later WHERE id % 11 = 0;
+});
+wait_rule('all', 'a column added on the target');
+is( q_source(q{SELECT state || ' ' || coalesce(last_error, '') FROM replicator.rule_status WHERE rule = 'all' AND table_name = 'app.later'}),
+	'ready ', 'a column added on the target does not pause the table');
+my $later_sql = q{SET TimeZone = 'UTC'; SELECT count(*) || ' ' || md5(string_agg((id, v, at)::text, ',' ORDER BY id)) FROM app.later};
+is($t1->safe_psql('postgres', $later_sql), q_source($later_sql),
+	'the source\'s columns of the changed target table are equal, row by row');
+is( $t1->safe_psql('postgres', q{SELECT string_agg(coalesce(v, 'SQL NULL'), '|' ORDER BY id) FROM app.later WHERE id BETWEEN 303 AND 305}),
+	q{NULL| spaced, (paren) "quote" \\back\\ |}, 'the text NULL, quotes, backslashes, commas, parentheses and spaces arrive as they were');
+is( $t1->safe_psql('postgres', q{SELECT count(*) FILTER (WHERE note = 'target only') = count(*) FROM app.later}),
+	't', 'the target\'s own column has its default on every row, new ones too');
+
 # ------------------------------------------------------------------
 # 3. conflict strategies, on t2
 # ------------------------------------------------------------------

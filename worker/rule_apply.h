@@ -23,7 +23,13 @@ typedef struct RuleApplyTable
 {
 	RuleTable  *table;
 	List	   *columns;		/* char *: the columns both sides have */
+	List	   *row_type;		/* char *: the target's columns, in order */
 	bool		update_triggers;	/* fire there on update: apply each update */
+	MemoryContext cxt;			/* of what is known of the target */
+	/* where the columns of rows named as layout go in row_type (-1: nowhere) */
+	int			layout_n;
+	char	  **layout;
+	int		   *layout_to_row_type;
 	bool		paused;			/* its changes are skipped */
 	/* the initial copy holds the changes of transactions visible to it */
 	bool		copied;
@@ -111,7 +117,8 @@ extern void replicator_rule_apply_init(RuleApply *apply, PGconn *conn, const Rul
 									   const char *source, const char *slot);
 extern void replicator_rule_apply_change(RuleApply *apply, RuleApplyTable *table,
 										 const RuleTxn *txn, RuleChange *change);
-extern void replicator_rule_apply_rows(RuleApply *apply, RuleApplyTable *table, char **rows, int n);
+extern void replicator_rule_apply_rows(RuleApply *apply, RuleApplyTable *table, RuleRow **rows,
+									   int n);
 extern bool replicator_rule_apply_send(RuleApply *apply, const char *extra_sql);
 extern bool replicator_rule_apply_commit(RuleApply *apply, XLogRecPtr lsn, const char *extra_sql,
 										 bool wait, bool durable);
@@ -121,7 +128,7 @@ extern void replicator_rule_apply_recorded(RuleApply *apply);
 extern char *replicator_rule_progress_sql(RuleApply *apply, XLogRecPtr lsn);
 extern void replicator_rule_read_conflict(RuleApply *apply, PGresult *res, int r,
 										  const char *table_name);
-extern List *replicator_rule_target_columns(PGconn *conn, RuleTable *table, bool *update_triggers,
-										   char **error);
+extern char *replicator_rule_target_columns(PGconn *conn, RuleApplyTable *table);
+extern bool replicator_rule_row_type_changed(PGconn *conn, RuleApplyTable *table);
 
 #endif							/* REPLICATOR_RULE_APPLY_H */

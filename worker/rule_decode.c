@@ -5,10 +5,10 @@
  *
  * A rule's worker decodes its slot in its own process (rule_worker.c) and
  * sets replicator_rule_decode_sink: every change of a committed transaction
- * reaches it as JSON of its rows, which the target turns back into
- * its own row type (json_populate_record), whatever the column order.
+ * reaches it with its rows as their columns' text (RuleRow), which the
+ * target's input functions read back, whatever its column order.
  * Anywhere else, as through pg_logical_slot_peek_changes(), the plugin
- * writes the same JSON as text, one line per change: handy to look at.
+ * writes each change as a line of JSON: handy to look at.
  *
  *-------------------------------------------------------------------------
  */
@@ -89,60 +89,86 @@ decode_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr com
 }
 
 /*
- * A row as a JSON object, column name to value, for json_populate_record
- * on the target.  Values are their type's output (as pgoutput sends them),
- * never a cast to json: a cast is code a type's owner chose, and decoding
- * cannot run SQL.  json and jsonb values go as JSON, the rest as strings
- * the target's input functions read.  A SQL NULL is left out, so that a
- * JSON null stays one; so are columns an update left TOASTed on disk,
- * which are not in the WAL (named in *unchanged).
+ * A row as its columns' text.  Values are their type's output (as pgoutput
+ * sends them), never a cast: a cast is code a type's owner chose, and
+ * decoding cannot run SQL.  Columns an update left TOASTed on disk are
+ * not in the WAL: they are left out and named in *unchanged.
  */
-char *
-replicator_rule_row_json(TupleDesc desc, Datum *values, bool *nulls, List **unchanged)
+RuleRow *
+replicator_rule_row(TupleDesc desc, Datum *values, bool *nulls, List **unchanged)
 {
-	StringInfoData buf;
+	RuleRow    *row = palloc(sizeof(RuleRow));
 
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
+	row->ncols = 0;
+	row->names = palloc(sizeof(char *) * desc->natts);
+	row->values = palloc(sizeof(char *) * desc->natts);
+	row->json = palloc(sizeof(bool) * desc->natts);
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 		Oid			typoutput;
 		bool		varlena;
-		char	   *text;
 
-		if (att->attisdropped || nulls[i])
+		if (att->attisdropped)
 			continue;
 		/* decoding an update: a value on disk is one it left unchanged */
-		if (unchanged && att->attlen == -1 && VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(values[i])))
+		if (unchanged && !nulls[i] && att->attlen == -1 &&
+			VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(values[i])))
 		{
 			*unchanged = lappend(*unchanged, pstrdup(NameStr(att->attname)));
 			continue;
 		}
-		getTypeOutputInfo(att->atttypid, &typoutput, &varlena);
-		text = OidOutputFunctionCall(typoutput, values[i]);
+		row->names[row->ncols] = pstrdup(NameStr(att->attname));
+		row->json[row->ncols] = att->atttypid == JSONOID || att->atttypid == JSONBOID;
+		if (nulls[i])
+			row->values[row->ncols] = NULL;
+		else
+		{
+			getTypeOutputInfo(att->atttypid, &typoutput, &varlena);
+			row->values[row->ncols] = OidOutputFunctionCall(typoutput, values[i]);
+		}
+		row->ncols++;
+	}
+	return row;
+}
+
+/*
+ * A row as a JSON object, column name to value: json and jsonb values as
+ * JSON, the rest as strings, SQL NULLs left out (so a JSON null is one).
+ */
+char *
+replicator_rule_row_json(const RuleRow *row)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (int i = 0; i < row->ncols; i++)
+	{
+		if (row->values[i] == NULL)
+			continue;
 		if (buf.len > 1)
 			appendStringInfoChar(&buf, ',');
-		escape_json(&buf, NameStr(att->attname));
+		escape_json(&buf, row->names[i]);
 		appendStringInfoChar(&buf, ':');
-		if (att->atttypid == JSONOID || att->atttypid == JSONBOID)
-			appendStringInfoString(&buf, text);
+		if (row->json[i])
+			appendStringInfoString(&buf, row->values[i]);
 		else
-			escape_json(&buf, text);
+			escape_json(&buf, row->values[i]);
 	}
 	appendStringInfoChar(&buf, '}');
 	return buf.data;
 }
 
-static char *
-tuple_json(Relation rel, HeapTuple tuple, List **unchanged)
+static RuleRow *
+tuple_row(Relation rel, HeapTuple tuple, List **unchanged)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	Datum	   *values = palloc(sizeof(Datum) * desc->natts);
 	bool	   *nulls = palloc(sizeof(bool) * desc->natts);
 
 	heap_deform_tuple(tuple, desc, values, nulls);
-	return replicator_rule_row_json(desc, values, nulls, unchanged);
+	return replicator_rule_row(desc, values, nulls, unchanged);
 }
 
 /* The replica identity's values, as text: equal keys, equal strings. */
@@ -186,9 +212,9 @@ write_text(LogicalDecodingContext *ctx, RuleChange *change)
 	appendStringInfo(ctx->out, "{\"op\":\"%c\",\"table\":", change->op);
 	escape_json(ctx->out, get_rel_name(change->relid));
 	if (change->new_row)
-		appendStringInfo(ctx->out, ",\"new\":%s", change->new_row);
+		appendStringInfo(ctx->out, ",\"new\":%s", replicator_rule_row_json(change->new_row));
 	if (change->old_row)
-		appendStringInfo(ctx->out, ",\"old\":%s", change->old_row);
+		appendStringInfo(ctx->out, ",\"old\":%s", replicator_rule_row_json(change->old_row));
 	appendStringInfoChar(ctx->out, '}');
 	OutputPluginWrite(ctx, true);
 }
@@ -219,16 +245,16 @@ decode_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 	{
 		case REORDER_BUFFER_CHANGE_INSERT:
 			change.op = RULE_INSERT;
-			change.new_row = tuple_json(rel, &rb_change->data.tp.newtuple->tuple, NULL);
+			change.new_row = tuple_row(rel, &rb_change->data.tp.newtuple->tuple, NULL);
 			change.key = tuple_key(rel, &rb_change->data.tp.newtuple->tuple);
 			break;
 		case REORDER_BUFFER_CHANGE_UPDATE:
 			change.op = RULE_UPDATE;
-			change.new_row = tuple_json(rel, &rb_change->data.tp.newtuple->tuple, &change.unchanged);
+			change.new_row = tuple_row(rel, &rb_change->data.tp.newtuple->tuple, &change.unchanged);
 			change.key = tuple_key(rel, &rb_change->data.tp.newtuple->tuple);
 			if (rb_change->data.tp.oldtuple)
 			{
-				change.old_row = tuple_json(rel, &rb_change->data.tp.oldtuple->tuple, NULL);
+				change.old_row = tuple_row(rel, &rb_change->data.tp.oldtuple->tuple, NULL);
 				change.old_key = tuple_key(rel, &rb_change->data.tp.oldtuple->tuple);
 			}
 			else
@@ -239,7 +265,7 @@ decode_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 			/* without a replica identity there is nothing to find the row by */
 			if (rb_change->data.tp.oldtuple == NULL)
 				goto done;
-			change.old_row = tuple_json(rel, &rb_change->data.tp.oldtuple->tuple, NULL);
+			change.old_row = tuple_row(rel, &rb_change->data.tp.oldtuple->tuple, NULL);
 			change.key = tuple_key(rel, &rb_change->data.tp.oldtuple->tuple);
 			break;
 		default:

@@ -2,8 +2,8 @@
  *
  * rule_decode.h
  *	  The extension's logical decoding output plugin (rule_decode.c): each
- *	  row change of a committed transaction as JSON, handed to the rule
- *	  worker that decodes in its own process.
+ *	  row change of a committed transaction as its columns' text, handed to
+ *	  the rule worker that decodes in its own process.
  *
  *-------------------------------------------------------------------------
  */
@@ -33,13 +33,25 @@ typedef struct RuleTxn
 	TimestampTz commit_time;
 } RuleTxn;
 
+/*
+ * A row: its columns' names and their type's output (NULL: SQL NULL), in
+ * the order of the table's columns, as pgoutput sends them.
+ */
+typedef struct RuleRow
+{
+	int			ncols;
+	char	  **names;
+	char	  **values;
+	bool	   *json;			/* the value is JSON (a json or jsonb column) */
+} RuleRow;
+
 /* One row change. */
 typedef struct RuleChange
 {
 	RuleOp		op;
 	Oid			relid;
-	char	   *new_row;		/* the new row as JSON (insert, update) */
-	char	   *old_row;		/* of the old key, or the old row under
+	RuleRow    *new_row;		/* insert, update */
+	RuleRow    *old_row;		/* of the old key, or the old row under
 								 * REPLICA IDENTITY FULL (update, delete);
 								 * NULL for an update that kept its key */
 	bool		old_is_full;	/* old_row holds every column */
@@ -59,8 +71,9 @@ typedef struct RuleDecodeSink
 	void	   *arg;
 } RuleDecodeSink;
 
-extern char *replicator_rule_row_json(TupleDesc desc, Datum *values, bool *nulls,
-									  List **unchanged);
+extern RuleRow *replicator_rule_row(TupleDesc desc, Datum *values, bool *nulls,
+									List **unchanged);
+extern char *replicator_rule_row_json(const RuleRow *row);
 
 /* Set by the worker before it decodes; NULL in any other process. */
 extern RuleDecodeSink *replicator_rule_decode_sink;

@@ -213,6 +213,13 @@ connect_target(void)
 	PQclear(remote(conn, "SET synchronous_commit = off", PGRES_COMMAND_OK));
 
 	/*
+	 * A run's statement finds its rows by key, as built-in apply does: the
+	 * thousands of rows a batch estimates must not turn those lookups into
+	 * scans of the table, nor make every statement worth compiling.
+	 */
+	PQclear(remote(conn, "SET jit = off; SET enable_seqscan = off", PGRES_COMMAND_OK));
+
+	/*
 	 * As PostgreSQL's own apply: the target's triggers and foreign keys do
 	 * not fire for replicated rows (they did on the source).  Then changes
 	 * of different tables may share a statement each per batch.  A role
@@ -346,13 +353,33 @@ in_copy(RuleApplyTable *t, const RuleTxn *txn)
 static void
 common_columns(PGconn *conn, RuleApplyTable *t)
 {
-	char	   *error;
+	MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(t));
+	char	   *error = replicator_rule_target_columns(conn, t);
 
-	t->columns = replicator_rule_target_columns(conn, t->table, &t->update_triggers, &error);
+	MemoryContextSwitchTo(old);
 	if (error)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("rule \"%s\": target \"%s\": %s", rule_name, config.target, error)));
+}
+
+/*
+ * A statement of t failed with error: if the target's table has other
+ * columns now than the rows were written with, that is why, and the
+ * worker starts over with them instead of pausing the table.
+ */
+static void
+target_changed(PGconn *conn, RuleApplyTable *t, const char *error)
+{
+	MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(t));
+	bool		changed = replicator_rule_row_type_changed(conn, t);
+
+	MemoryContextSwitchTo(old);
+	if (changed)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("rule \"%s\": the columns of %s changed on target \"%s\": %s",
+						rule_name, t->table->qualified, config.target, error)));
 }
 
 /*
@@ -459,7 +486,7 @@ copy_table(PGconn *conn, RuleApplyTable *t, const char *requested, bool mirror)
 	}
 	for (;;)
 	{
-		char	  **rows;
+		RuleRow   **rows;
 		TupleDesc	desc;
 		Datum	   *values;
 		bool	   *nulls;
@@ -478,11 +505,11 @@ copy_table(PGconn *conn, RuleApplyTable *t, const char *requested, bool mirror)
 		desc = SPI_tuptable->tupdesc;
 		values = palloc(sizeof(Datum) * desc->natts);
 		nulls = palloc(sizeof(bool) * desc->natts);
-		rows = palloc(sizeof(char *) * SPI_processed);
+		rows = palloc(sizeof(RuleRow *) * SPI_processed);
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			heap_deform_tuple(SPI_tuptable->vals[i], desc, values, nulls);
-			rows[i] = replicator_rule_row_json(desc, values, nulls, NULL);
+			rows[i] = replicator_rule_row(desc, values, nulls, NULL);
 		}
 		SetUserIdAndSecContext(saved_user, saved_context);
 		replicator_rule_apply_rows(&apply, t, rows, (int) SPI_processed);
@@ -525,6 +552,7 @@ record:
 					 errmsg("rule \"%s\": initial copy of %s to target \"%s\" failed: %s",
 							rule_name, t->table->qualified, config.target, error)));
 		PQclear(replicator_remote_exec(conn, "ROLLBACK", 0, NULL));
+		target_changed(conn, t, error);
 		replicator_rule_apply_reset(&apply);
 		t->inserted = t->updated = t->deleted = t->conflicts = 0;
 		replicator_begin_local();
@@ -922,6 +950,7 @@ batch_failed(PGconn *conn)
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("rule \"%s\": target \"%s\": %s", rule_name, config.target, error)));
 	PQclear(replicator_remote_exec(conn, "ROLLBACK", 0, NULL));
+	target_changed(conn, t, error);
 	replicator_rule_apply_reset(&apply);
 	/* counts of the rolled back batch are not the target's */
 	{
