@@ -492,6 +492,18 @@ is(conflicts_of('r_er'), 'cf.er|{"id": 10}|key exists|set aside|source|target',
 is( q_source(q{SELECT state FROM replicator.rule_status WHERE rule = 'r_er'}),
 	'ready', 'error: the table stays ready');
 
+# retry of a change whose row the source no longer has: the target's row
+# of that key goes (found by the key recorded with the change)
+q_source(q{DELETE FROM cf.er WHERE id = 10});
+wait_rule('r_er', 'error: the source deletes the set aside row');
+$t2->safe_psql('postgres', q{INSERT INTO cf.er VALUES (10, 'stray')});
+q_source(q{SELECT replicator.retry_rule_error(id) FROM replicator.rule_errors WHERE rule = 'r_er'});
+is( $t2->safe_psql('postgres', q{SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM cf.er}),
+	'1:one updated,2:two,3:three,11:after the error',
+	'retry_rule_error of a row gone from the source deletes the target\'s row of its key');
+is(q_source(q{SELECT count(*) FROM replicator.rule_errors WHERE rule = 'r_er'}),
+	'0', 'and the retried change is no longer set aside');
+
 # last-write-wins on ts: the target's newer row stays, its older one is
 # overwritten
 $t2->safe_psql('postgres', q{
