@@ -243,12 +243,12 @@ append_key_match(StringInfo buf, List *key, const char *left, const char *right)
 }
 
 /*
- * The writes: w, the rows found (s joined with join_found) and written if
- * write_if; ins, for an update, the rows not in found inserted if
- * insert_if.
+ * The writes: w, the rows found (s joined with join_found, by the key in
+ * old, "(s.o)." or "(s.n).") and written if write_if; ins, for an update,
+ * the rows not in found inserted if insert_if.
  */
 static void
-append_writes(StringInfo b, RuleRun *run, List *setcols, const char *join_found,
+append_writes(StringInfo b, RuleRun *run, List *setcols, const char *old, const char *join_found,
 			  const char *write_if, const char *insert_if, const char *found)
 {
 	RuleApplyTable *t = run->table;
@@ -264,7 +264,7 @@ append_writes(StringInfo b, RuleRun *run, List *setcols, const char *join_found,
 		append_values(b, setcols, 'n');
 		appendStringInfo(b, ") FROM s%s WHERE ", join_found);
 	}
-	append_key_match(b, t->table->key, "t.", "(s.o).");
+	append_key_match(b, t->table->key, "t.", old);
 	appendStringInfo(b, " AND %s RETURNING s.ord),", write_if);
 	if (run->op == RULE_DELETE)
 	{
@@ -334,6 +334,16 @@ append_array_literal(StringInfo b, RuleRun *run, char which)
 	appendStringInfoString(b, "}'");
 }
 
+/* ", unnest((SELECT array::type[])) AS alias", no comma if first */
+static void
+append_unnest(StringInfo b, RuleRun *run, char which, const char *type, const char *alias,
+			  bool first)
+{
+	appendStringInfoString(b, first ? "pg_catalog.unnest((SELECT " : ", pg_catalog.unnest((SELECT ");
+	append_array_literal(b, run, which);
+	appendStringInfo(b, "::%s[])) AS %s", type, alias);
+}
+
 /*
  * The statement of the run built so far.  Its result: one row per
  * conflict (op, kind, key, source row, target row, resolution, set aside).
@@ -357,11 +367,13 @@ append_run_statement(RuleApply *apply, RuleRun *run)
 	StringInfoData k;
 	StringInfoData src;
 	bool		old_is_new = true;
+	const char *old;			/* the old row's columns */
 	ListCell   *lc;
 
 	/* old rows that are the new ones (no key changed) need not go twice */
 	foreach(lc, run->elems)
 		old_is_new &= ((RunElem *) lfirst(lc))->old == ((RunElem *) lfirst(lc))->new;
+	old = old_is_new ? "(s.n)." : "(s.o).";
 
 	/* when is the target's row newer than the source's change */
 	if (apply->resolution != RULE_LAST_WRITE_WINS)
@@ -414,8 +426,8 @@ append_run_statement(RuleApply *apply, RuleRun *run)
 	initStringInfo(&k);
 	appendStringInfoString(&k, "pg_catalog.jsonb_build_object(");
 	foreach(lc, key)
-		appendStringInfo(&k, "%s%s, (s.o).%s", foreach_current_index(lc) > 0 ? ", " : "",
-						 quote_literal_cstr(lfirst(lc)), quote_identifier(lfirst(lc)));
+		appendStringInfo(&k, "%s%s, %s%s", foreach_current_index(lc) > 0 ? ", " : "",
+						 quote_literal_cstr(lfirst(lc)), old, quote_identifier(lfirst(lc)));
 	appendStringInfoChar(&k, ')');
 
 	/* the source row of a conflict: the columns it writes */
@@ -436,35 +448,24 @@ append_run_statement(RuleApply *apply, RuleRun *run)
 	/*
 	 * s: the run's changes, rows of the target's row type read by its input
 	 * functions (record_in), whatever the column order, ord their order.
+	 * Each array is behind a subquery: estimating a few rows, as for a
+	 * short run, the plan finds the rows by key however long the run.
 	 */
 	appendStringInfoString(b, "WITH s AS MATERIALIZED (SELECT ");
 	if (run->op == RULE_DELETE)
 		appendStringInfo(b, "NULL::%s AS n, u.o", T);
 	else if (old_is_new)
-		appendStringInfoString(b, "u.n, u.n AS o");
+		appendStringInfoString(b, "u.n");
 	else
 		appendStringInfoString(b, "u.n, u.o");
-	appendStringInfo(b, ", %s AS committed, u.ord FROM (SELECT pg_catalog.generate_series(1, %d) AS ord",
-					 apply->resolution == RULE_LAST_WRITE_WINS ? "u.committed" : "NULL::pg_catalog.timestamptz",
-					 list_length(run->elems));
+	appendStringInfo(b, ", %s AS committed, pg_catalog.row_number() OVER () AS ord FROM (SELECT ",
+					 apply->resolution == RULE_LAST_WRITE_WINS ? "u.committed" : "NULL::pg_catalog.timestamptz");
 	if (run->op != RULE_DELETE)
-	{
-		appendStringInfoString(b, ", pg_catalog.unnest(");
-		append_array_literal(b, run, 'n');
-		appendStringInfo(b, "::%s[]) AS n", T);
-	}
+		append_unnest(b, run, 'n', T, "n", true);
 	if (run->op == RULE_DELETE || !old_is_new)
-	{
-		appendStringInfoString(b, ", pg_catalog.unnest(");
-		append_array_literal(b, run, 'o');
-		appendStringInfo(b, "::%s[]) AS o", T);
-	}
+		append_unnest(b, run, 'o', T, "o", run->op == RULE_DELETE);
 	if (apply->resolution == RULE_LAST_WRITE_WINS)
-	{
-		appendStringInfoString(b, ", pg_catalog.unnest(");
-		append_array_literal(b, run, 'c');
-		appendStringInfoString(b, "::pg_catalog.timestamptz[]) AS committed");
-	}
+		append_unnest(b, run, 'c', "pg_catalog.timestamptz", "committed", false);
 	appendStringInfoString(b, ") u),");
 	/*
 	 * Source-wins, the old row only a key: an update or delete writes
@@ -475,7 +476,7 @@ append_run_statement(RuleApply *apply, RuleRun *run)
 	if (apply->resolution == RULE_SOURCE_WINS && !run->full && run->unchanged == NULL &&
 		run->op != RULE_INSERT)
 	{
-		append_writes(b, run, setcols, "", "true", "true", "w");
+		append_writes(b, run, setcols, old, "", "true", "true", "w");
 		appendStringInfo(b,
 						 ", c AS (SELECT '%s' AS op, 'row missing' AS kind, %s AS key,"
 						 " %s AS source_row,"
@@ -506,14 +507,14 @@ append_run_statement(RuleApply *apply, RuleRun *run)
 							 changed);
 		appendStringInfo(b, ", %s AS changed, %s AS newer FROM s JOIN %s t ON ", changed,
 						 source_newer, T);
-		append_key_match(b, key, "t.", "(s.o).");
+		append_key_match(b, key, "t.", old);
 		if (apply->use_origin)
 			appendStringInfoString(b, " LEFT JOIN LATERAL pg_catalog.pg_xact_commit_timestamp_origin(t.xmin) c ON true"
 								   " LEFT JOIN LATERAL (SELECT roident FROM pg_catalog.pg_replication_origin"
 								   "  WHERE roname OPERATOR(pg_catalog.=) pg_catalog.current_setting('replicator.origin', true)) o ON true");
 		appendStringInfoString(b, " FOR UPDATE OF t),");
 
-		append_writes(b, run, setcols, " JOIN cur USING (ord)", apply_existing, insert_missing,
+		append_writes(b, run, setcols, old, " JOIN cur USING (ord)", apply_existing, insert_missing,
 					  "cur");
 
 		/*
