@@ -349,6 +349,24 @@ is( $t1->safe_psql('postgres', q{SELECT string_agg(coalesce(v, 'SQL NULL'), '|' 
 is( $t1->safe_psql('postgres', q{SELECT count(*) FILTER (WHERE note = 'target only') = count(*) FROM app.later}),
 	't', 'the target\'s own column has its default on every row, new ones too');
 
+# The target's table replaced by another of the name, rows kept: the
+# statements the session prepared were for the old one.
+$t1->safe_psql('postgres', q{
+CREATE TABLE app.later_new (LIKE app.later INCLUDING ALL);
+INSERT INTO app.later_new SELECT * FROM app.later;
+DROP TABLE app.later;
+ALTER TABLE app.later_new RENAME TO later;
+});
+q_source(q{
+INSERT INTO app.later VALUES (306, 'after the target table was replaced', now());
+UPDATE app.later SET v = v || ', replaced' WHERE id % 5 = 0;
+});
+wait_rule('all', 'the target table replaced');
+is( q_source(q{SELECT state || ' ' || coalesce(last_error, '') FROM replicator.rule_status WHERE rule = 'all' AND table_name = 'app.later'}),
+	'ready ', 'a target table replaced by another of its name does not pause the table');
+is($t1->safe_psql('postgres', $later_sql), q_source($later_sql),
+	'the replaced target table is equal to the source, row by row');
+
 # ------------------------------------------------------------------
 # 3. conflict strategies, on t2
 # ------------------------------------------------------------------

@@ -44,6 +44,7 @@ typedef struct StatementOwner
 	RuleApplyTable *table;
 	RuleOp		op;
 	int			changes;
+	struct PreparedRun *prepares;	/* a PREPARE: of that statement */
 } StatementOwner;
 
 static StatementOwner *
@@ -54,6 +55,7 @@ statement_owner(RuleApplyTable *table, RuleOp op, int changes)
 	owner->table = table;
 	owner->op = op;
 	owner->changes = changes;
+	owner->prepares = NULL;
 	return owner;
 }
 
@@ -106,6 +108,8 @@ replicator_rule_apply_init(RuleApply *apply, PGconn *conn, const RuleConfig *con
 											ALLOCSET_DEFAULT_SIZES);
 	apply->conflict_cxt = AllocSetContextCreate(TopMemoryContext, "replicator rule conflicts",
 												ALLOCSET_DEFAULT_SIZES);
+	apply->prepared_cxt = AllocSetContextCreate(TopMemoryContext, "replicator rule prepared",
+												ALLOCSET_SMALL_SIZES);
 	replicator_rule_apply_reset(apply);
 }
 
@@ -122,7 +126,7 @@ replicator_rule_target_columns(PGconn *conn, RuleApplyTable *table)
 {
 	const char *values[1] = {table->table->qualified};
 	PGresult   *res = replicator_remote_exec(conn,
-											 "SELECT attname, attgenerated OPERATOR(pg_catalog.<>) '',"
+											 "SELECT attname, attgenerated OPERATOR(pg_catalog.<>) '', attrelid,"
 											 " EXISTS (SELECT FROM pg_catalog.pg_trigger g"
 											 "  WHERE g.tgrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1) AND NOT g.tgisinternal"
 											 "  AND (g.tgtype OPERATOR(pg_catalog.&) 16) OPERATOR(pg_catalog.<>) 0"
@@ -150,25 +154,29 @@ replicator_rule_target_columns(PGconn *conn, RuleApplyTable *table)
 			if (strcmp(PQgetvalue(res, r, 0), lfirst(lc)) == 0 &&
 				strcmp(PQgetvalue(res, r, 1), "f") == 0)
 				table->columns = lappend(table->columns, lfirst(lc));
-	table->update_triggers = PQntuples(res) > 0 && strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+	table->target_relid = PQntuples(res) > 0 ? atooid(PQgetvalue(res, 0, 2)) : InvalidOid;
+	table->update_triggers = PQntuples(res) > 0 && strcmp(PQgetvalue(res, 0, 3), "t") == 0;
 	MemoryContextSwitchTo(old);
 	PQclear(res);
 	return NULL;
 }
 
 /*
- * Whether the target's row type of table is no longer what the runs'
- * rows are written as (a column added or dropped there): a statement that
- * failed for it is not the change's fault.
+ * Whether the target's table is no longer the one the session knows: a
+ * column added or dropped there (the runs' rows are written as its row
+ * type), or another table of the name (the statements prepared for it
+ * are not for this one).  A statement that failed for that is not the
+ * change's fault.
  */
 bool
 replicator_rule_row_type_changed(PGconn *conn, RuleApplyTable *table)
 {
 	List	   *before = table->row_type;
+	Oid			relid = table->target_relid;
 	ListCell   *a,
 			   *b;
 
-	if (replicator_rule_target_columns(conn, table) != NULL)
+	if (replicator_rule_target_columns(conn, table) != NULL || relid != table->target_relid)
 		return true;
 	if (list_length(before) != list_length(table->row_type))
 		return true;
@@ -334,14 +342,104 @@ append_array_literal(StringInfo b, RuleRun *run, char which)
 	appendStringInfoString(b, "}'");
 }
 
-/* ", unnest((SELECT array::type[])) AS alias", no comma if first */
+/*
+ * ", unnest($N) AS alias" (no comma if first): the next parameter of the
+ * run's statement, the array which of type (array_literal() writes it).
+ */
 static void
-append_unnest(StringInfo b, RuleRun *run, char which, const char *type, const char *alias,
+append_unnest(StringInfo b, List **params, char which, const char *type, const char *alias,
 			  bool first)
 {
-	appendStringInfoString(b, first ? "pg_catalog.unnest((SELECT " : ", pg_catalog.unnest((SELECT ");
-	append_array_literal(b, run, which);
-	appendStringInfo(b, "::%s[])) AS %s", type, alias);
+	*params = lappend(*params, psprintf("%c%s[]", which, type));
+	appendStringInfo(b, "%spg_catalog.unnest($%d) AS %s", first ? "" : ", ",
+					 list_length(*params), alias);
+}
+
+/* A statement prepared in the target session, or being prepared. */
+typedef struct PreparedRun
+{
+	uint32		hash;			/* of the text */
+	char	   *text;
+	char	   *name;
+	bool		confirmed;		/* its PREPARE succeeded there */
+} PreparedRun;
+
+/* The prepared statement of text, entered (*is_new) if the session has none. */
+static PreparedRun *
+prepared_run(RuleApply *apply, const char *text, bool *is_new)
+{
+	uint32		hash = hash_bytes((const unsigned char *) text, strlen(text));
+	MemoryContext old;
+	PreparedRun *p;
+	ListCell   *lc;
+
+	foreach(lc, apply->prepared)
+	{
+		p = lfirst(lc);
+		if (p->hash == hash && strcmp(p->text, text) == 0)
+		{
+			*is_new = false;
+			return p;
+		}
+	}
+	old = MemoryContextSwitchTo(apply->prepared_cxt);
+	p = palloc(sizeof(PreparedRun));
+	p->hash = hash;
+	p->text = pstrdup(text);
+	p->name = psprintf("replicator_run_%d", ++apply->prepared_count);
+	p->confirmed = false;
+	apply->prepared = lappend(apply->prepared, p);
+	MemoryContextSwitchTo(old);
+	*is_new = true;
+	return p;
+}
+
+/* Forget the statements whose PREPARE did not succeed (a failed batch). */
+static void
+forget_unprepared(RuleApply *apply)
+{
+	ListCell   *lc;
+
+	foreach(lc, apply->prepared)
+		if (!((PreparedRun *) lfirst(lc))->confirmed)
+		apply->prepared = foreach_delete_current(apply->prepared, lc);
+}
+
+/*
+ * Run the statement text of run, its parameters the run's arrays (params):
+ * prepared once per session (its first PREPARE is sent with it), then
+ * executed with the arrays as literals, so that the target parses
+ * nothing but them and plans nothing.
+ */
+static void
+execute_run(RuleApply *apply, RuleRun *run, const char *text, List *params)
+{
+	StringInfo	b = &apply->sql;
+	bool		is_new;
+	PreparedRun *p = prepared_run(apply, text, &is_new);
+	ListCell   *lc;
+
+	if (is_new)
+	{
+		StatementOwner *owner = statement_owner(run->table, run->op, 0);
+
+		owner->prepares = p;
+		appendStringInfo(b, "PREPARE %s (", p->name);
+		foreach(lc, params)
+			appendStringInfo(b, "%s%s", foreach_current_index(lc) > 0 ? ", " : "",
+							 (char *) lfirst(lc) + 1);
+		appendStringInfo(b, ") AS %s;\n", text);
+		apply->owners = lappend(apply->owners, owner);
+	}
+	appendStringInfo(b, "EXECUTE %s(", p->name);
+	foreach(lc, params)
+	{
+		if (foreach_current_index(lc) > 0)
+			appendStringInfoString(b, ", ");
+		append_array_literal(b, run, ((char *) lfirst(lc))[0]);
+	}
+	appendStringInfoString(b, ");\n");
+	apply->owners = lappend(apply->owners, statement_owner(run->table, run->op, run->changes));
 }
 
 /*
@@ -351,7 +449,9 @@ append_unnest(StringInfo b, RuleRun *run, char which, const char *type, const ch
 static void
 append_run_statement(RuleApply *apply, RuleRun *run)
 {
-	StringInfo	b = &apply->sql;
+	StringInfoData stmt;
+	StringInfo	b = &stmt;
+	List	   *params = NIL;	/* "n"/"o"/"c" and the array type */
 	RuleApplyTable *t = run->table;
 	const char *T = t->table->qualified;
 	List	   *cols = t->columns;
@@ -448,9 +548,10 @@ append_run_statement(RuleApply *apply, RuleRun *run)
 	/*
 	 * s: the run's changes, rows of the target's row type read by its input
 	 * functions (record_in), whatever the column order, ord their order.
-	 * Each array is behind a subquery: estimating a few rows, as for a
-	 * short run, the plan finds the rows by key however long the run.
+	 * The arrays are parameters: the generic plan expects a few rows and
+	 * finds them by key however long the run.
 	 */
+	initStringInfo(&stmt);
 	appendStringInfoString(b, "WITH s AS MATERIALIZED (SELECT ");
 	if (run->op == RULE_DELETE)
 		appendStringInfo(b, "NULL::%s AS n, u.o", T);
@@ -461,11 +562,11 @@ append_run_statement(RuleApply *apply, RuleRun *run)
 	appendStringInfo(b, ", %s AS committed, pg_catalog.row_number() OVER () AS ord FROM (SELECT ",
 					 apply->resolution == RULE_LAST_WRITE_WINS ? "u.committed" : "NULL::pg_catalog.timestamptz");
 	if (run->op != RULE_DELETE)
-		append_unnest(b, run, 'n', T, "n", true);
+		append_unnest(b, &params, 'n', T, "n", true);
 	if (run->op == RULE_DELETE || !old_is_new)
-		append_unnest(b, run, 'o', T, "o", run->op == RULE_DELETE);
+		append_unnest(b, &params, 'o', T, "o", run->op == RULE_DELETE);
 	if (apply->resolution == RULE_LAST_WRITE_WINS)
-		append_unnest(b, run, 'c', "pg_catalog.timestamptz", "committed", false);
+		append_unnest(b, &params, 'c', "pg_catalog.timestamptz", "committed", false);
 	appendStringInfoString(b, ") u),");
 	/*
 	 * Source-wins, the old row only a key: an update or delete writes
@@ -547,8 +648,7 @@ append_run_statement(RuleApply *apply, RuleRun *run)
 						 quote_literal_cstr(t->table->qualified));
 	else
 		appendStringInfoString(b, " SELECT 0, c.* FROM c");
-	appendStringInfoString(b, ";\n");
-	apply->owners = lappend(apply->owners, statement_owner(t, run->op, run->changes));
+	execute_run(apply, run, stmt.data, params);
 }
 
 /* Open the target transaction, if not yet: with its origin, if it has one. */
@@ -948,6 +1048,9 @@ each_result(PGresult *res, int i, void *arg)
 		}
 		return;
 	}
+	/* a PREPARE holds even if its transaction fails */
+	if (owner && owner->prepares && status == PGRES_COMMAND_OK)
+		owner->prepares->confirmed = true;
 	/* a failed batch's counts are dropped (replicator_rule_apply_reset) */
 	if (owner && owner->op == RULE_INSERT)
 		owner->table->inserted += owner->changes;
@@ -1175,6 +1278,7 @@ replicator_rule_apply_reset(RuleApply *apply)
 	apply->sent_open = false;
 	apply->batch_conflicts = false;
 	apply->changes = 0;
+	forget_unprepared(apply);
 	replicator_rule_apply_recorded(apply);
 }
 

@@ -24,6 +24,7 @@ typedef struct RuleApplyTable
 	RuleTable  *table;
 	List	   *columns;		/* char *: the columns both sides have */
 	List	   *row_type;		/* char *: the target's columns, in order */
+	Oid			target_relid;	/* the target's table */
 	bool		update_triggers;	/* fire there on update: apply each update */
 	MemoryContext cxt;			/* of what is known of the target */
 	/* where the columns of rows named as layout go in row_type (-1: nowhere) */
@@ -102,6 +103,11 @@ typedef struct RuleApply
 	List	   *runs;			/* struct RuleRun *, in the order they began */
 	bool		reorder;
 	int64		run_bytes;		/* of the runs under way */
+
+	/* the runs' statements prepared in the session (rule_apply.c) */
+	List	   *prepared;
+	int			prepared_count;
+	MemoryContext prepared_cxt;
 
 	List	   *conflicts;		/* RuleConflict *, since the last commit */
 	/* a statement failed: its message and table (NULL: not a table's) */

@@ -70,6 +70,9 @@
 #define RULE_IDLE_PROGRESS_MS	1000
 /* batches begin at most this often: under a stream of commits, several per batch */
 #define RULE_MIN_BATCH_INTERVAL_MS	5
+/* how often counts alone are recorded in replicator.rule_tables */
+#define RULE_COUNTS_MS	1000
+static TimestampTz last_counts = 0;
 
 static ReplicaSlot *slot;
 static char *rule_name;
@@ -213,11 +216,12 @@ connect_target(void)
 	PQclear(remote(conn, "SET synchronous_commit = off", PGRES_COMMAND_OK));
 
 	/*
-	 * A run's statement finds its rows by key, as built-in apply does: the
-	 * thousands of rows a batch estimates must not turn those lookups into
-	 * scans of the table, nor make every statement worth compiling.
+	 * A run's statement finds its rows by key, as built-in apply does: it is
+	 * prepared once and planned for a few rows (a generic plan), whatever
+	 * the length of a run; no table scans, no compiling.
 	 */
-	PQclear(remote(conn, "SET jit = off; SET enable_seqscan = off", PGRES_COMMAND_OK));
+	PQclear(remote(conn, "SET plan_cache_mode = force_generic_plan; SET jit = off;"
+				   " SET enable_seqscan = off", PGRES_COMMAND_OK));
 
 	/*
 	 * As PostgreSQL's own apply: the target's triggers and foreign keys do
@@ -365,8 +369,8 @@ common_columns(PGconn *conn, RuleApplyTable *t)
 
 /*
  * A statement of t failed with error: if the target's table has other
- * columns now than the rows were written with, that is why, and the
- * worker starts over with them instead of pausing the table.
+ * columns now than the rows were written with, or is another table, that
+ * is why, and the worker starts over with it instead of pausing the table.
  */
 static void
 target_changed(PGconn *conn, RuleApplyTable *t, const char *error)
@@ -378,7 +382,7 @@ target_changed(PGconn *conn, RuleApplyTable *t, const char *error)
 	if (changed)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("rule \"%s\": the columns of %s changed on target \"%s\": %s",
+				 errmsg("rule \"%s\": %s changed on target \"%s\" (its columns, or the table itself): %s",
 						rule_name, t->table->qualified, config.target, error)));
 }
 
@@ -852,7 +856,20 @@ record_locally(void)
 	}
 	if (!any)
 		return;
+
+	/*
+	 * Counts alone are statistics: recorded now and then, with no flush of
+	 * the WAL waited for (a batch's commit must not wait on one here).
+	 * Conflicts go at once, durably: the target forgets them after.
+	 */
+	if (apply.conflicts == NIL &&
+		!TimestampDifferenceExceeds(last_counts, GetCurrentTimestamp(), RULE_COUNTS_MS))
+		return;
+	last_counts = GetCurrentTimestamp();
 	replicator_begin_local();
+	if (apply.conflicts == NIL)
+		(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
 	foreach(lc, apply.conflicts)
 	{
 		RuleConflict *c = lfirst(lc);
