@@ -138,11 +138,26 @@ record_table(const char *name, const char *table_name, int64 inserted, int64 upd
 static void
 sync_cdc(ReturnSetInfo *rsinfo, const char *name)
 {
-	List	   *before = read_counters(name, true);
-	List	   *after;
+	List	   *volatile before = NIL;
+	List	   *volatile after = NIL;
 	ListCell   *lc;
+	volatile bool caught_up = false;
 
-	if (!replicator_rule_wait(name, CDC_WAIT_MS))
+	/* the worker records the counts with every batch meanwhile */
+	replicator_rule_want_counts(name, true);
+	PG_TRY();
+	{
+		before = read_counters(name, true);
+		caught_up = replicator_rule_wait(name, CDC_WAIT_MS);
+		if (caught_up)
+			after = read_counters(name, true);
+	}
+	PG_FINALLY();
+	{
+		replicator_rule_want_counts(name, false);
+	}
+	PG_END_TRY();
+	if (!caught_up)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("rule \"%s\" did not apply every committed change within %d s",
@@ -150,7 +165,6 @@ sync_cdc(ReturnSetInfo *rsinfo, const char *name)
 				 errdetail("Its worker is behind, stopped, or cannot reach the target."),
 				 errhint("SELECT * FROM replicator.rule_status WHERE rule = '%s' shows its state and last error.",
 						 name)));
-	after = read_counters(name, true);
 	foreach(lc, after)
 	{
 		TableCounters *a = lfirst(lc);

@@ -437,6 +437,27 @@ rule_slot(const char *name, ReplicaSlot *copy, Latch **latch)
 }
 
 /*
+ * Whether a caller reads the rule's counts in replicator.rule_tables (its
+ * worker then records them with every batch, not now and then): want is
+ * true before the caller waits, false once it has read them.
+ */
+void
+replicator_rule_want_counts(const char *name, bool want)
+{
+	if (ReplicatorState == NULL)
+		return;
+	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < REPLICATOR_MAX_REPLICAS; i++)
+	{
+		ReplicaSlot *s = &ReplicatorState->slots[i];
+
+		if (s->in_use && s->is_rule && s->dboid == MyDatabaseId && strcmp(s->name, name) == 0)
+			s->count_waiters = Max(s->count_waiters + (want ? 1 : -1), 0);
+	}
+	LWLockRelease(ReplicatorState->lock);
+}
+
+/*
  * Wait until the rule's target holds every change committed here before
  * the call.  The WAL is flushed first: the worker decodes only what is
  * durable.

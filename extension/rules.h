@@ -15,5 +15,6 @@
 
 extern void replicator_rule_get(const char *name, RuleConfig *config);
 extern bool replicator_rule_wait(const char *name, int64 timeout_ms);
+extern void replicator_rule_want_counts(const char *name, bool want);
 
 #endif							/* REPLICATOR_RULES_H */

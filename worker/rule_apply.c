@@ -406,32 +406,52 @@ forget_unprepared(RuleApply *apply)
 }
 
 /*
- * Run the statement text of run, its parameters the run's arrays (params):
- * prepared once per session (its first PREPARE is sent with it), then
- * executed with the arrays as literals, so that the target parses
- * nothing but them and plans nothing.
+ * The name of text prepared in the session, its parameters of types
+ * (char *, NIL: none): the PREPARE joins what is sent if it is the first
+ * (its errors are table's, if any).
+ */
+static const char *
+prepared_name(RuleApply *apply, const char *text, List *types, RuleApplyTable *table)
+{
+	bool		is_new;
+	PreparedRun *p = prepared_run(apply, text, &is_new);
+	StringInfo	b = &apply->sql;
+	ListCell   *lc;
+
+	if (is_new)
+	{
+		StatementOwner *owner = statement_owner(table, RULE_INSERT, 0);
+
+		owner->prepares = p;
+		appendStringInfoString(b, "PREPARE ");
+		appendStringInfoString(b, p->name);
+		foreach(lc, types)
+			appendStringInfo(b, "%s%s", foreach_current_index(lc) > 0 ? ", " : " (",
+							 (char *) lfirst(lc));
+		appendStringInfo(b, "%s AS %s;\n", types ? ")" : "", text);
+		apply->owners = lappend(apply->owners, owner);
+	}
+	return p->name;
+}
+
+/*
+ * Run the statement text of run, its parameters the run's arrays (params:
+ * "n", "o" or "c", then the type): prepared once per session, then
+ * executed with the arrays as literals, so that the target parses nothing
+ * but them and plans nothing.
  */
 static void
 execute_run(RuleApply *apply, RuleRun *run, const char *text, List *params)
 {
 	StringInfo	b = &apply->sql;
-	bool		is_new;
-	PreparedRun *p = prepared_run(apply, text, &is_new);
+	List	   *types = NIL;
+	const char *name;
 	ListCell   *lc;
 
-	if (is_new)
-	{
-		StatementOwner *owner = statement_owner(run->table, run->op, 0);
-
-		owner->prepares = p;
-		appendStringInfo(b, "PREPARE %s (", p->name);
-		foreach(lc, params)
-			appendStringInfo(b, "%s%s", foreach_current_index(lc) > 0 ? ", " : "",
-							 (char *) lfirst(lc) + 1);
-		appendStringInfo(b, ") AS %s;\n", text);
-		apply->owners = lappend(apply->owners, owner);
-	}
-	appendStringInfo(b, "EXECUTE %s(", p->name);
+	foreach(lc, params)
+		types = lappend(types, (char *) lfirst(lc) + 1);
+	name = prepared_name(apply, text, types, run->table);
+	appendStringInfo(b, "EXECUTE %s(", name);
 	foreach(lc, params)
 	{
 		if (foreach_current_index(lc) > 0)
@@ -1049,8 +1069,11 @@ each_result(PGresult *res, int i, void *arg)
 		return;
 	}
 	/* a PREPARE holds even if its transaction fails */
-	if (owner && owner->prepares && status == PGRES_COMMAND_OK)
-		owner->prepares->confirmed = true;
+	if (owner && owner->prepares)
+	{
+		owner->prepares->confirmed = status == PGRES_COMMAND_OK;
+		return;
+	}
 	/* a failed batch's counts are dropped (replicator_rule_apply_reset) */
 	if (owner && owner->op == RULE_INSERT)
 		owner->table->inserted += owner->changes;
@@ -1207,16 +1230,15 @@ replicator_rule_apply_send(RuleApply *apply, const char *extra_sql)
 	return send_built(apply, true, InvalidXLogRecPtr, false);
 }
 
-/* The statement that records in the target how far it has applied. */
-char *
-replicator_rule_progress_sql(RuleApply *apply, XLogRecPtr lsn)
+/* The statement that records in the target how far it has applied (lsn). */
+static char *
+progress_sql(RuleApply *apply, const char *lsn)
 {
 	return psprintf("INSERT INTO replicator_apply.progress (source, slot, lsn)"
-					" VALUES (%s, %s, '%X/%X')"
+					" VALUES (%s, %s, %s)"
 					" ON CONFLICT (source, slot) DO UPDATE SET lsn = excluded.lsn,"
-					" applied_at = pg_catalog.now();\n",
-					quote_literal_cstr(apply->source), quote_literal_cstr(apply->slot),
-					LSN_FORMAT_ARGS(lsn));
+					" applied_at = pg_catalog.now()",
+					quote_literal_cstr(apply->source), quote_literal_cstr(apply->slot), lsn);
 }
 
 /*
@@ -1243,22 +1265,29 @@ replicator_rule_apply_commit(RuleApply *apply, XLogRecPtr lsn, const char *extra
 		appendStringInfoString(&apply->sql, extra_sql);
 		apply->owners = lappend(apply->owners, NULL);
 	}
-	appendStringInfoString(&apply->sql, replicator_rule_progress_sql(apply, lsn));
+	/* the same few statements end every batch: prepared too */
+	appendStringInfo(&apply->sql, "EXECUTE %s('%X/%X');\n",
+					 prepared_name(apply, progress_sql(apply, "$1"),
+								   list_make1("pg_catalog.pg_lsn"), NULL),
+					 LSN_FORMAT_ARGS(lsn));
 	apply->owners = lappend(apply->owners, NULL);
 	if (durable)
 		appendStringInfoString(&apply->sql,
 							   "SELECT pg_catalog.set_config('synchronous_commit', 'on', true);\n");
 	else
-		appendStringInfo(&apply->sql,
-						 "SELECT pg_catalog.set_config('synchronous_commit', 'on', true)"
-						 " FROM replicator_apply.conflicts WHERE source = %s AND slot = %s LIMIT 1;\n",
-						 quote_literal_cstr(apply->source), quote_literal_cstr(apply->slot));
+		appendStringInfo(&apply->sql, "EXECUTE %s;\n",
+						 prepared_name(apply,
+									   psprintf("SELECT pg_catalog.set_config('synchronous_commit', 'on', true)"
+												" FROM replicator_apply.conflicts WHERE source = %s AND slot = %s LIMIT 1",
+												quote_literal_cstr(apply->source), quote_literal_cstr(apply->slot)),
+									   NIL, NULL));
 	apply->owners = lappend(apply->owners, NULL);
 	appendStringInfoString(&apply->sql, "COMMIT;\n");
 	apply->owners = lappend(apply->owners, NULL);
-	appendStringInfoString(&apply->sql,
-						   "SELECT pg_catalog.pg_current_wal_insert_lsn() AS replicator_commit_wal,"
-						   " pg_catalog.pg_current_wal_flush_lsn();\n");
+	appendStringInfo(&apply->sql, "EXECUTE %s;\n",
+					 prepared_name(apply,
+								   "SELECT pg_catalog.pg_current_wal_insert_lsn() AS replicator_commit_wal,"
+								   " pg_catalog.pg_current_wal_flush_lsn()", NIL, NULL));
 	apply->owners = lappend(apply->owners, NULL);
 	apply->xact_open = false;
 	apply->changes = 0;

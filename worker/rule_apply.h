@@ -131,7 +131,6 @@ extern bool replicator_rule_apply_commit(RuleApply *apply, XLogRecPtr lsn, const
 extern bool replicator_rule_apply_wait(RuleApply *apply);
 extern void replicator_rule_apply_reset(RuleApply *apply);
 extern void replicator_rule_apply_recorded(RuleApply *apply);
-extern char *replicator_rule_progress_sql(RuleApply *apply, XLogRecPtr lsn);
 extern void replicator_rule_read_conflict(RuleApply *apply, PGresult *res, int r,
 										  const char *table_name);
 extern char *replicator_rule_target_columns(PGconn *conn, RuleApplyTable *table);

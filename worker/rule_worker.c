@@ -858,13 +858,22 @@ record_locally(void)
 		return;
 
 	/*
-	 * Counts alone are statistics: recorded now and then, with no flush of
-	 * the WAL waited for (a batch's commit must not wait on one here).
-	 * Conflicts go at once, durably: the target forgets them after.
+	 * Counts alone are statistics: recorded now and then (with every batch
+	 * while a sync() reads them), with no flush of the WAL waited for (a
+	 * batch's commit must not wait on one here).  Conflicts go at once,
+	 * durably: the target forgets them after.
 	 */
 	if (apply.conflicts == NIL &&
 		!TimestampDifferenceExceeds(last_counts, GetCurrentTimestamp(), RULE_COUNTS_MS))
-		return;
+	{
+		int32		waiters;
+
+		LWLockAcquire(ReplicatorState->lock, LW_SHARED);
+		waiters = slot->count_waiters;
+		LWLockRelease(ReplicatorState->lock);
+		if (waiters == 0)
+			return;
+	}
 	last_counts = GetCurrentTimestamp();
 	replicator_begin_local();
 	if (apply.conflicts == NIL)

@@ -75,6 +75,8 @@ typedef struct ReplicaSlot
 	int64		rows_total;
 	int64		pending_changes;	/* decoded, not yet committed there */
 	TimestampTz oldest_pending; /* commit time of the oldest of them */
+	int32		count_waiters;	/* sync() calls reading the counts: record
+								 * them with every batch */
 } ReplicaSlot;
 
 typedef enum ReadRouting
