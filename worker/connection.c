@@ -638,6 +638,18 @@ replicator_remote_exec(PGconn *conn, const char *sql, int nparams, const char *c
 }
 
 /*
+ * Prepare sql as the statement name, its parameters of the types its casts
+ * give them: the session keeps sql, and only it, as the statement's text.
+ */
+PGresult *
+replicator_remote_prepare(PGconn *conn, const char *name, const char *sql)
+{
+	if (!PQsendPrepare(conn, name, sql, 0, NULL) || !flush_output(conn))
+		return NULL;
+	return collect_results(conn, true);
+}
+
+/*
  * Run a string of several statements in one round trip, handing each
  * result in turn to each_result(res, i, arg), which must not keep it.
  * False if the connection broke.  An error thrown by each_result leaves

@@ -31,6 +31,7 @@ extern void replicator_remote_close(PGconn *conn);
 extern PGresult *replicator_remote_exec(PGconn *conn, const char *sql, int nparams,
 										const char *const *values);
 extern bool replicator_remote_send(PGconn *conn, const char *sql);
+extern PGresult *replicator_remote_prepare(PGconn *conn, const char *name, const char *sql);
 extern bool replicator_remote_collect_each(PGconn *conn,
 										   void (*each_result) (PGresult *res, int i, void *arg),
 										   void *arg);

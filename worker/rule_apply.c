@@ -44,7 +44,6 @@ typedef struct StatementOwner
 	RuleApplyTable *table;
 	RuleOp		op;
 	int			changes;
-	struct PreparedRun *prepares;	/* a PREPARE: of that statement */
 } StatementOwner;
 
 static StatementOwner *
@@ -55,7 +54,6 @@ statement_owner(RuleApplyTable *table, RuleOp op, int changes)
 	owner->table = table;
 	owner->op = op;
 	owner->changes = changes;
-	owner->prepares = NULL;
 	return owner;
 }
 
@@ -198,6 +196,7 @@ start_over(RuleApply *apply)
 	MemoryContextSwitchTo(old);
 	apply->owners = NIL;
 	apply->runs = NIL;
+	apply->to_prepare = NIL;
 	apply->run_bytes = 0;
 }
 
@@ -350,27 +349,28 @@ static void
 append_unnest(StringInfo b, List **params, char which, const char *type, const char *alias,
 			  bool first)
 {
-	*params = lappend(*params, psprintf("%c%s[]", which, type));
-	appendStringInfo(b, "%spg_catalog.unnest($%d) AS %s", first ? "" : ", ",
-					 list_length(*params), alias);
+	*params = lappend(*params, psprintf("%c", which));
+	appendStringInfo(b, "%spg_catalog.unnest($%d::%s[]) AS %s", first ? "" : ", ",
+					 list_length(*params), type, alias);
 }
 
 /* A statement prepared in the target session, or being prepared. */
-typedef struct PreparedRun
+typedef struct Prepared
 {
 	uint32		hash;			/* of the text */
 	char	   *text;
 	char	   *name;
-	bool		confirmed;		/* its PREPARE succeeded there */
-} PreparedRun;
+	bool		confirmed;		/* it is prepared there */
+	RuleApplyTable *table;		/* of the statement that needs it first */
+} Prepared;
 
 /* The prepared statement of text, entered (*is_new) if the session has none. */
-static PreparedRun *
-prepared_run(RuleApply *apply, const char *text, bool *is_new)
+static Prepared *
+prepared_entry(RuleApply *apply, const char *text, bool *is_new)
 {
 	uint32		hash = hash_bytes((const unsigned char *) text, strlen(text));
 	MemoryContext old;
-	PreparedRun *p;
+	Prepared *p;
 	ListCell   *lc;
 
 	foreach(lc, apply->prepared)
@@ -383,10 +383,10 @@ prepared_run(RuleApply *apply, const char *text, bool *is_new)
 		}
 	}
 	old = MemoryContextSwitchTo(apply->prepared_cxt);
-	p = palloc(sizeof(PreparedRun));
+	p = palloc(sizeof(Prepared));
 	p->hash = hash;
 	p->text = pstrdup(text);
-	p->name = psprintf("replicator_run_%d", ++apply->prepared_count);
+	p->name = psprintf("replicator_apply_%d", ++apply->prepared_count);
 	p->confirmed = false;
 	apply->prepared = lappend(apply->prepared, p);
 	MemoryContextSwitchTo(old);
@@ -394,49 +394,40 @@ prepared_run(RuleApply *apply, const char *text, bool *is_new)
 	return p;
 }
 
-/* Forget the statements whose PREPARE did not succeed (a failed batch). */
+/* Forget the statements not prepared (a failed or discarded batch needed them). */
 static void
 forget_unprepared(RuleApply *apply)
 {
 	ListCell   *lc;
 
 	foreach(lc, apply->prepared)
-		if (!((PreparedRun *) lfirst(lc))->confirmed)
+		if (!((Prepared *) lfirst(lc))->confirmed)
 		apply->prepared = foreach_delete_current(apply->prepared, lc);
 }
 
 /*
- * The name of text prepared in the session, its parameters of types
- * (char *, NIL: none): the PREPARE joins what is sent if it is the first
- * (its errors are table's, if any).
+ * The name of text prepared in the session (its parameters' types are its
+ * casts'), prepared before the next round trip goes if it is not yet
+ * (send_built()): on its own, so that the session does not keep the
+ * round trip's megabytes as its text.  Its errors are table's, if any.
  */
 static const char *
-prepared_name(RuleApply *apply, const char *text, List *types, RuleApplyTable *table)
+prepared_name(RuleApply *apply, const char *text, RuleApplyTable *table)
 {
 	bool		is_new;
-	PreparedRun *p = prepared_run(apply, text, &is_new);
-	StringInfo	b = &apply->sql;
-	ListCell   *lc;
+	Prepared   *p = prepared_entry(apply, text, &is_new);
 
 	if (is_new)
 	{
-		StatementOwner *owner = statement_owner(table, RULE_INSERT, 0);
-
-		owner->prepares = p;
-		appendStringInfoString(b, "PREPARE ");
-		appendStringInfoString(b, p->name);
-		foreach(lc, types)
-			appendStringInfo(b, "%s%s", foreach_current_index(lc) > 0 ? ", " : " (",
-							 (char *) lfirst(lc));
-		appendStringInfo(b, "%s AS %s;\n", types ? ")" : "", text);
-		apply->owners = lappend(apply->owners, owner);
+		p->table = table;
+		apply->to_prepare = lappend(apply->to_prepare, p);
 	}
 	return p->name;
 }
 
 /*
  * Run the statement text of run, its parameters the run's arrays (params:
- * "n", "o" or "c", then the type): prepared once per session, then
+ * "n", "o" or "c"): prepared once per session, then
  * executed with the arrays as literals, so that the target parses nothing
  * but them and plans nothing.
  */
@@ -444,13 +435,9 @@ static void
 execute_run(RuleApply *apply, RuleRun *run, const char *text, List *params)
 {
 	StringInfo	b = &apply->sql;
-	List	   *types = NIL;
-	const char *name;
+	const char *name = prepared_name(apply, text, run->table);
 	ListCell   *lc;
 
-	foreach(lc, params)
-		types = lappend(types, (char *) lfirst(lc) + 1);
-	name = prepared_name(apply, text, types, run->table);
 	appendStringInfo(b, "EXECUTE %s(", name);
 	foreach(lc, params)
 	{
@@ -471,7 +458,7 @@ append_run_statement(RuleApply *apply, RuleRun *run)
 {
 	StringInfoData stmt;
 	StringInfo	b = &stmt;
-	List	   *params = NIL;	/* "n"/"o"/"c" and the array type */
+	List	   *params = NIL;	/* the arrays: "n", "o" or "c" */
 	RuleApplyTable *t = run->table;
 	const char *T = t->table->qualified;
 	List	   *cols = t->columns;
@@ -1068,12 +1055,6 @@ each_result(PGresult *res, int i, void *arg)
 		}
 		return;
 	}
-	/* a PREPARE holds even if its transaction fails */
-	if (owner && owner->prepares)
-	{
-		owner->prepares->confirmed = status == PGRES_COMMAND_OK;
-		return;
-	}
 	/* a failed batch's counts are dropped (replicator_rule_apply_reset) */
 	if (owner && owner->op == RULE_INSERT)
 		owner->table->inserted += owner->changes;
@@ -1149,11 +1130,27 @@ send_built(RuleApply *apply, bool wait, XLogRecPtr commit_lsn, bool durable)
 {
 	MemoryContext sent;
 	bool		ok;
+	ListCell   *lc;
 
 	if (!replicator_rule_apply_wait(apply))
 		return false;
 	if (apply->sql.len == 0)
 		return true;
+	foreach(lc, apply->to_prepare)
+	{
+		Prepared   *p = lfirst(lc);
+		PGresult   *res = replicator_remote_prepare(apply->conn, p->name, p->text);
+		MemoryContext old = MemoryContextSwitchTo(apply->conflict_cxt);
+
+		apply->error_transient = replicator_remote_error_transient(res);
+		apply->error = replicator_remote_expect(apply->conn, res, PGRES_COMMAND_OK);
+		apply->error_table = p->table;
+		MemoryContextSwitchTo(old);
+		if (apply->error)
+			return false;
+		p->confirmed = true;
+	}
+	apply->to_prepare = NIL;
 	ok = replicator_remote_send(apply->conn, apply->sql.data);
 	/* what was sent lives until its results are in */
 	sent = apply->cxt;
@@ -1267,8 +1264,7 @@ replicator_rule_apply_commit(RuleApply *apply, XLogRecPtr lsn, const char *extra
 	}
 	/* the same few statements end every batch: prepared too */
 	appendStringInfo(&apply->sql, "EXECUTE %s('%X/%X');\n",
-					 prepared_name(apply, progress_sql(apply, "$1"),
-								   list_make1("pg_catalog.pg_lsn"), NULL),
+					 prepared_name(apply, progress_sql(apply, "$1::pg_catalog.pg_lsn"), NULL),
 					 LSN_FORMAT_ARGS(lsn));
 	apply->owners = lappend(apply->owners, NULL);
 	if (durable)
@@ -1280,14 +1276,14 @@ replicator_rule_apply_commit(RuleApply *apply, XLogRecPtr lsn, const char *extra
 									   psprintf("SELECT pg_catalog.set_config('synchronous_commit', 'on', true)"
 												" FROM replicator_apply.conflicts WHERE source = %s AND slot = %s LIMIT 1",
 												quote_literal_cstr(apply->source), quote_literal_cstr(apply->slot)),
-									   NIL, NULL));
+									   NULL));
 	apply->owners = lappend(apply->owners, NULL);
 	appendStringInfoString(&apply->sql, "COMMIT;\n");
 	apply->owners = lappend(apply->owners, NULL);
 	appendStringInfo(&apply->sql, "EXECUTE %s;\n",
 					 prepared_name(apply,
 								   "SELECT pg_catalog.pg_current_wal_insert_lsn() AS replicator_commit_wal,"
-								   " pg_catalog.pg_current_wal_flush_lsn()", NIL, NULL));
+								   " pg_catalog.pg_current_wal_flush_lsn()", NULL));
 	apply->owners = lappend(apply->owners, NULL);
 	apply->xact_open = false;
 	apply->changes = 0;

@@ -104,8 +104,9 @@ typedef struct RuleApply
 	bool		reorder;
 	int64		run_bytes;		/* of the runs under way */
 
-	/* the runs' statements prepared in the session (rule_apply.c) */
+	/* statements prepared in the target session (rule_apply.c) */
 	List	   *prepared;
+	List	   *to_prepare;		/* before what is built is sent */
 	int			prepared_count;
 	MemoryContext prepared_cxt;
 
