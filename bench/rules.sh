@@ -4,9 +4,10 @@
 # rule and "lr" fed by a built-in logical replication subscription of the
 # same tables.  It prints figures, no pass/fail:
 #   1. the cost on the source: pgbench TPC-B-like throughput on the captured
-#      tables, rule running vs rule paused, both at wal_level = logical, the
-#      runs interleaved (without, with, without, with, ...); medians and
-#      their ratio;
+#      tables with neither running, with the rule running, and (for
+#      reference) with logical replication running, all at wal_level =
+#      logical, the runs interleaved (neither, rule, logical replication,
+#      neither, ...); medians and their ratios;
 #   2. catch-up, twice: with the rule paused and the subscription disabled,
 #      a backlog of row changes (first pgbench transactions, then a batch
 #      job of 1000-row UPDATE transactions), then the rule resumed and timed
@@ -18,13 +19,11 @@
 #      before its commit, the target table has an extra column DEFAULT
 #      clock_timestamp() that the apply fills (neither writes columns the
 #      source lacks); each system measured alone, rounds A B B A.
-# Knobs (environment): SCALE (10), CLIENTS (4), RUN_SECONDS (30) and PAIRS (3)
-# of the throughput runs; BACKLOG_TX (15000 pgbench transactions, 4 row
+# Knobs (environment): SCALE (10), CLIENTS (4), RUN_SECONDS (30) and PAIRS (3,
+# rounds of three runs) of the throughput runs; BACKLOG_TX (15000 pgbench transactions, 4 row
 # changes each) and BATCH_ROWS (440000 updated rows, 1000 per transaction)
 # of the backlogs; LAT_N (500 inserts per system) and LAT_INTERVAL_MS (10).
-# The defaults take about five minutes plus the time the rule needs to
-# catch up after each paused run and each backlog (12.7 min in all with
-# the first cdc worker, whose catch-up dominated).
+# The defaults take about 13 minutes in all.
 # Usage: bench/rules.sh
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
@@ -91,39 +90,6 @@ s -c "SELECT replicator.add_replica('tgt', '$(conn $TGT cdc)', stream_events => 
 	-c "SELECT replicator.add_rule('r', 'tgt', 'cdc', tables => '{$TABLES}')"
 wait_rule
 echo "initial copy of scale $SCALE: $(since "$t0") s"
-# A fresh copy would otherwise be vacuumed by autovacuum during a measured run.
-s -c "VACUUM ANALYZE"
-q $TGT cdc -c "VACUUM ANALYZE"
-
-# 1. Throughput on the captured tables, rule paused vs running.  Each run
-# starts caught up, after a vacuum of the small tables and a checkpoint;
-# -n: pgbench would otherwise truncate pgbench_history.
-log "pgbench: $CLIENTS clients, ${SECONDS_RUN} s, -M prepared, $PAIRS x (rule paused, rule running)"
-bench_run() {
-	s -c "VACUUM pgbench_branches" -c "VACUUM pgbench_tellers"
-	checkpoint
-	as_pg pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$SECONDS_RUN" -h /tmp -p $SRC bench 2>/dev/null |
-		awk '/^tps = / { printf "%.1f", $3 }'
-}
-TPS_WITHOUT=() TPS_WITH=()
-for i in $(seq "$PAIRS"); do
-	s -c "SELECT replicator.pause_rule('r')" >/dev/null
-	tps=$(bench_run)
-	TPS_WITHOUT+=("$tps")
-	echo "run $((2 * i - 1)), rule paused:  $tps tps"
-	s -c "SELECT replicator.resume_rule('r')" >/dev/null
-	wait_rule
-	tps=$(bench_run)
-	TPS_WITH+=("$tps")
-	behind=$(s -c "SELECT max(lag_changes) || ' changes, ' || pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), min(applied_lsn))) FROM replicator.rule_status")
-	t0=$(now)
-	wait_rule
-	echo "run $((2 * i)), rule running: $tps tps (at its end the rule was $behind of WAL behind, caught up $(since "$t0") s later)"
-done
-tps_without=$(median "${TPS_WITHOUT[@]}")
-tps_with=$(median "${TPS_WITH[@]}")
-
-# 2. Catch-up of one backlog, the rule and then logical replication.
 log "built-in logical replication of the same tables into lr: initial sync"
 s -c "CREATE PUBLICATION bench FOR TABLE ${TABLES//,/, }"
 q $TGT lr -c "CREATE SUBSCRIPTION bench CONNECTION '$(conn $SRC bench)' PUBLICATION bench"
@@ -132,10 +98,62 @@ lr_at() { [ "$(s -c "SELECT confirmed_flush_lsn >= '$1' FROM pg_replication_slot
 lr_wait() { until lr_at "$1"; do sleep 0.02; done; }
 until [ "$(q $TGT lr -c "SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'")" = 0 ]; do sleep 0.2; done
 lr_wait "$(s -c "SELECT pg_current_wal_lsn()")"
-
 # the subscription's walsender gone, or there
 lr_stopped() { until [ "$(s -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'bench' AND active")" = 0 ]; do sleep 0.05; done; }
 lr_started() { until [ "$(s -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'bench' AND active")" = 1 ]; do sleep 0.05; done; }
+
+# Fresh copies would otherwise be vacuumed by autovacuum during a measured run.
+s -c "VACUUM ANALYZE"
+q $TGT cdc -c "VACUUM ANALYZE"
+q $TGT lr -c "VACUUM ANALYZE"
+
+# 1. Throughput on the captured tables: with neither running, with the
+# rule running, with logical replication running (for reference: what
+# PostgreSQL's own replication costs on the same machine).  Each run starts
+# caught up, after a vacuum of the small tables and a checkpoint; -n:
+# pgbench would otherwise truncate pgbench_history.
+log "pgbench: $CLIENTS clients, ${SECONDS_RUN} s, -M prepared, $PAIRS x (neither, rule running, logical replication running)"
+bench_run() {
+	s -c "VACUUM pgbench_branches" -c "VACUUM pgbench_tellers"
+	checkpoint
+	as_pg pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$SECONDS_RUN" -h /tmp -p $SRC bench 2>/dev/null |
+		awk '/^tps = / { printf "%.1f", $3 }'
+}
+TPS_WITHOUT=() TPS_WITH=() TPS_LR=()
+q $TGT lr -c "ALTER SUBSCRIPTION bench DISABLE"
+lr_stopped
+for i in $(seq "$PAIRS"); do
+	s -c "SELECT replicator.pause_rule('r')" >/dev/null
+	tps=$(bench_run)
+	TPS_WITHOUT+=("$tps")
+	echo "run $((3 * i - 2)), neither running:  $tps tps"
+	s -c "SELECT replicator.resume_rule('r')" >/dev/null
+	wait_rule
+	tps=$(bench_run)
+	TPS_WITH+=("$tps")
+	behind=$(s -c "SELECT max(lag_changes) || ' changes, ' || pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), min(applied_lsn))) FROM replicator.rule_status")
+	t0=$(now)
+	wait_rule
+	echo "run $((3 * i - 1)), rule running: $tps tps (at its end the rule was $behind of WAL behind, caught up $(since "$t0") s later)"
+	s -c "SELECT replicator.pause_rule('r')" >/dev/null
+	q $TGT lr -c "ALTER SUBSCRIPTION bench ENABLE"
+	lr_started
+	lr_wait "$(s -c "SELECT pg_current_wal_lsn()")"
+	tps=$(bench_run)
+	TPS_LR+=("$tps")
+	lr_wait "$(s -c "SELECT pg_current_wal_lsn()")"
+	echo "run $((3 * i)), logical replication running: $tps tps"
+	q $TGT lr -c "ALTER SUBSCRIPTION bench DISABLE"
+	lr_stopped
+done
+tps_without=$(median "${TPS_WITHOUT[@]}")
+tps_with=$(median "${TPS_WITH[@]}")
+tps_lr=$(median "${TPS_LR[@]}")
+# the rule missed the last run: both start the backlogs caught up
+s -c "SELECT replicator.resume_rule('r')" >/dev/null
+wait_rule
+
+# 2. Catch-up of one backlog, the rule and then logical replication.
 # until row $2 of lat is visible in target database $1 (one session polling)
 visible() {
 	q $TGT "$1" -c "DO \$\$ BEGIN
@@ -255,9 +273,11 @@ echo
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
 sum() { awk -v a="$1" -v b="$2" 'BEGIN { print a + b }'; }
 echo "== $(nproc) cores; pgbench scale $SCALE, $CLIENTS clients, -M prepared, ${SECONDS_RUN} s per run, $PAIRS runs each, interleaved"
-printf '%-46s %s\n' "tps, rule paused (median)" "$tps_without   (runs: ${TPS_WITHOUT[*]})"
+printf '%-46s %s\n' "tps, neither running (median)" "$tps_without   (runs: ${TPS_WITHOUT[*]})"
 printf '%-46s %s\n' "tps, rule running (median)" "$tps_with   (runs: ${TPS_WITH[*]})"
-echo "running / paused:                              $(ratio "$tps_with" "$tps_without")   (goal >= 0.95)"
+printf '%-46s %s\n' "tps, logical replication running (median)" "$tps_lr   (runs: ${TPS_LR[*]})"
+echo "rule running / neither:                        $(ratio "$tps_with" "$tps_without")   (goal >= 0.95)"
+echo "logical replication running / neither:         $(ratio "$tps_lr" "$tps_without")"
 echo
 echo "== catch-up, row changes per second"
 printf '%-46s %12s %12s %12s\n' "" "cdc rule" "logical rep." "ratio"

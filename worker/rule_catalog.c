@@ -248,11 +248,7 @@ replicator_rule_table(Oid relid)
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
 		if (!att->attisdropped && !att->attgenerated)
-		{
 			table->columns = lappend(table->columns, pstrdup(NameStr(att->attname)));
-			if (att->atttypid == JSONOID || att->atttypid == JSONBOID)
-				table->json_columns = lappend(table->json_columns, pstrdup(NameStr(att->attname)));
-		}
 	}
 	relation_close(rel, AccessShareLock);
 	return table;

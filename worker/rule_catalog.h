@@ -47,7 +47,6 @@ typedef struct RuleTable
 	List	   *key;			/* char *: primary key or replica identity
 								 * index columns, NIL if it has neither */
 	List	   *columns;		/* char *: every column but generated ones */
-	List	   *json_columns;	/* char *: those of type json or jsonb */
 } RuleTable;
 
 extern bool replicator_rule_read(const char *name, RuleConfig *config);

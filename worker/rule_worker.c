@@ -1099,7 +1099,7 @@ decode(PGconn *conn)
 		CHECK_FOR_INTERRUPTS();
 
 		/*
-		 * Each batch costs the target a statement per table, planned: a
+		 * Each batch costs the target a statement per table and a commit: a
 		 * commit that comes sooner than RULE_MIN_BATCH_INTERVAL_MS after
 		 * the last batch waits for the rest of that interval, and those
 		 * that follow it join the batch.  A commit after a quiet spell
