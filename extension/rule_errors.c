@@ -207,6 +207,7 @@ replicator_retry_rule_error(PG_FUNCTION_ARGS)
 	{
 		memset(&target, 0, sizeof(target));
 		target.table = table;
+		target.cxt = CurrentMemoryContext;
 		res = replicator_remote_exec(conn, "SET search_path = pg_catalog, pg_temp", 0, NULL);
 		if ((error = replicator_remote_expect(conn, res, PGRES_COMMAND_OK)) != NULL)
 			elog(ERROR, "%s", error);

@@ -411,29 +411,38 @@ replicator_resume_rule(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* The rule's worker slot, copied; false if it has none. */
-static bool
-rule_slot(const char *name, ReplicaSlot *copy, Latch **latch)
+/* The rule's worker slot in this database, NULL if none (the lock held). */
+static ReplicaSlot *
+find_rule_slot(const char *name)
 {
-	bool		found = false;
-
-	if (ReplicatorState == NULL)
-		return false;
-	LWLockAcquire(ReplicatorState->lock, LW_SHARED);
-	for (int i = 0; i < REPLICATOR_MAX_REPLICAS && !found; i++)
+	for (int i = 0; i < REPLICATOR_MAX_REPLICAS; i++)
 	{
 		ReplicaSlot *s = &ReplicatorState->slots[i];
 
 		if (s->in_use && s->is_rule && s->dboid == MyDatabaseId && strcmp(s->name, name) == 0)
-		{
-			*copy = *s;
-			if (latch)
-				*latch = s->latch;
-			found = true;
-		}
+			return s;
+	}
+	return NULL;
+}
+
+/* The rule's worker slot, copied; false if it has none. */
+static bool
+rule_slot(const char *name, ReplicaSlot *copy, Latch **latch)
+{
+	ReplicaSlot *s;
+
+	if (ReplicatorState == NULL)
+		return false;
+	LWLockAcquire(ReplicatorState->lock, LW_SHARED);
+	s = find_rule_slot(name);
+	if (s)
+	{
+		*copy = *s;
+		if (latch)
+			*latch = s->latch;
 	}
 	LWLockRelease(ReplicatorState->lock);
-	return found;
+	return s != NULL;
 }
 
 /*
@@ -444,16 +453,14 @@ rule_slot(const char *name, ReplicaSlot *copy, Latch **latch)
 void
 replicator_rule_want_counts(const char *name, bool want)
 {
+	ReplicaSlot *s;
+
 	if (ReplicatorState == NULL)
 		return;
 	LWLockAcquire(ReplicatorState->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < REPLICATOR_MAX_REPLICAS; i++)
-	{
-		ReplicaSlot *s = &ReplicatorState->slots[i];
-
-		if (s->in_use && s->is_rule && s->dboid == MyDatabaseId && strcmp(s->name, name) == 0)
-			s->count_waiters = Max(s->count_waiters + (want ? 1 : -1), 0);
-	}
+	s = find_rule_slot(name);
+	if (s)
+		s->count_waiters = Max(s->count_waiters + (want ? 1 : -1), 0);
 	LWLockRelease(ReplicatorState->lock);
 }
 

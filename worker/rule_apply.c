@@ -7,20 +7,22 @@
  * statement over arrays of the target's row type, written as text in its
  * column order: the target's input functions read each value (record_in),
  * so column order and compatible types may differ between the two sides,
- * with no JSON to parse (three times cheaper).  A run never holds a key twice,
- * so that the rows of one statement are independent of one another (under
- * source-wins, an update of a row the run updated already merges into its
- * change instead).
+ * with no JSON to parse (three times cheaper).  A run never holds a key
+ * twice, so that the rows of one statement are independent of one
+ * another (under source-wins, an update of a row the run updated already
+ * merges into its change instead).
  *
  * Each statement resolves its own conflicts (rule_status, README): it
  * reads the target rows its changes meet, then writes, all under one
- * snapshot, and returns the conflicts for the worker to record.  Several
- * statements go in one round trip, and the progress record (the source
- * position applied) is written in the same target transaction as the
- * changes: after any crash the worker resumes exactly after it.  One
- * round trip may be in flight while the next batch is built; commits do
- * not wait for the target's flush, and durable_lsn follows what it has
- * flushed.
+ * snapshot, and returns the conflicts for the worker to record.  Each
+ * statement's shape is prepared once per target session (a generic plan
+ * that finds rows by key) and executed with the run's arrays as its
+ * parameters.  Several statements go in one round trip, and the progress
+ * record (the source position applied) is written in the same target
+ * transaction as the changes: after any crash the worker resumes exactly
+ * after it.  One round trip may be in flight while the next batch is
+ * built; commits do not wait for the target's flush, and durable_lsn
+ * follows what it has flushed.
  *
  *-------------------------------------------------------------------------
  */
@@ -117,7 +119,7 @@ replicator_rule_apply_init(RuleApply *apply, PGconn *conn, const RuleConfig *con
  * generated there (columns: what a rule writes), and whether a trigger
  * on update fires there, in this session (update_triggers: under
  * session_replication_role = replica, only ENABLE ALWAYS or REPLICA ones).
- * In the caller's memory context.  NULL, or the error if the query failed.
+ * In table->cxt.  NULL, or the error if the query failed.
  */
 char *
 replicator_rule_target_columns(PGconn *conn, RuleApplyTable *table)
@@ -139,8 +141,6 @@ replicator_rule_target_columns(PGconn *conn, RuleApplyTable *table)
 
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
 		return replicator_remote_expect(conn, res, PGRES_TUPLES_OK);
-	if (table->cxt == NULL)
-		table->cxt = CurrentMemoryContext;
 	old = MemoryContextSwitchTo(table->cxt);
 	table->columns = NIL;
 	table->row_type = NIL;
@@ -179,8 +179,10 @@ replicator_rule_row_type_changed(PGconn *conn, RuleApplyTable *table)
 	if (list_length(before) != list_length(table->row_type))
 		return true;
 	forboth(a, before, b, table->row_type)
+	{
 		if (strcmp(lfirst(a), lfirst(b)) != 0)
-		return true;
+			return true;
+	}
 	return false;
 }
 
@@ -370,7 +372,7 @@ prepared_entry(RuleApply *apply, const char *text, bool *is_new)
 {
 	uint32		hash = hash_bytes((const unsigned char *) text, strlen(text));
 	MemoryContext old;
-	Prepared *p;
+	Prepared   *p;
 	ListCell   *lc;
 
 	foreach(lc, apply->prepared)
@@ -401,8 +403,10 @@ forget_unprepared(RuleApply *apply)
 	ListCell   *lc;
 
 	foreach(lc, apply->prepared)
+	{
 		if (!((Prepared *) lfirst(lc))->confirmed)
-		apply->prepared = foreach_delete_current(apply->prepared, lc);
+			apply->prepared = foreach_delete_current(apply->prepared, lc);
+	}
 }
 
 /*
@@ -752,42 +756,47 @@ list_index_of_name(List *names, const char *name)
 	ListCell   *lc;
 
 	foreach(lc, names)
+	{
 		if (strcmp(lfirst(lc), name) == 0)
-		return foreach_current_index(lc);
+			return foreach_current_index(lc);
+	}
 	return -1;
 }
 
 /*
- * Where the columns of row go in the target's row type: computed once for
- * each layout of the rows (the decoder's rows of one relation share one,
- * unless an update left TOASTed columns out).
+ * For each column of the target's row type, where row has its value (-1:
+ * nowhere): computed once for each layout of the rows (the decoder's rows
+ * of one relation share one, unless an update left TOASTed columns out).
  */
 static const int *
 row_layout(RuleApplyTable *t, const RuleRow *row)
 {
 	MemoryContext old;
 	bool		same = t->layout_n == row->ncols;
+	ListCell   *lc;
 
 	for (int j = 0; same && j < row->ncols; j++)
 		same = strcmp(t->layout[j], row->names[j]) == 0;
 	if (same)
-		return t->layout_to_row_type;
+		return t->row_type_from;
 	old = MemoryContextSwitchTo(t->cxt);
 	t->layout_n = row->ncols;
 	t->layout = palloc(sizeof(char *) * Max(row->ncols, 1));
-	t->layout_to_row_type = palloc(sizeof(int) * Max(row->ncols, 1));
 	for (int j = 0; j < row->ncols; j++)
-	{
-		ListCell   *lc;
-
 		t->layout[j] = pstrdup(row->names[j]);
-		t->layout_to_row_type[j] = -1;
-		foreach(lc, t->columns)
-			if (strcmp(lfirst(lc), row->names[j]) == 0)
-				t->layout_to_row_type[j] = list_index_of_name(t->row_type, row->names[j]);
+	t->row_type_from = palloc(sizeof(int) * Max(list_length(t->row_type), 1));
+	foreach(lc, t->row_type)
+	{
+		int			j = -1;
+
+		/* only the columns the rule writes: the rest stay NULL */
+		if (list_index_of_name(t->columns, lfirst(lc)) >= 0)
+			for (j = row->ncols - 1; j >= 0 && strcmp(row->names[j], lfirst(lc)) != 0; j--)
+				;
+		t->row_type_from[foreach_current_index(lc)] = j;
 	}
 	MemoryContextSwitchTo(old);
-	return t->layout_to_row_type;
+	return t->row_type_from;
 }
 
 /*
@@ -829,24 +838,19 @@ static char *
 row_element(RuleApplyTable *t, const RuleRow *row)
 {
 	int			n = list_length(t->row_type);
-	const int  *layout = row_layout(t, row);
-	const char **fields = palloc0(sizeof(char *) * Max(n, 1));
+	const int  *from = row_layout(t, row);
 	StringInfoData b;
 
-	for (int j = 0; j < row->ncols; j++)
-		if (layout[j] >= 0)
-			fields[layout[j]] = row->values[j];
 	initStringInfo(&b);
 	appendStringInfoString(&b, "\"(");
 	for (int i = 0; i < n; i++)
 	{
 		if (i > 0)
 			appendStringInfoChar(&b, ',');
-		if (fields[i])
-			append_field(&b, fields[i]);
+		if (from[i] >= 0 && row->values[from[i]] != NULL)
+			append_field(&b, row->values[from[i]]);
 	}
 	appendStringInfoString(&b, ")\"");
-	pfree(fields);
 	return b.data;
 }
 
@@ -928,8 +932,6 @@ replicator_rule_apply_change(RuleApply *apply, RuleApplyTable *table, const Rule
 			run->bytes += strlen(new);
 			apply->run_bytes += run->bytes;
 			k->elem->new = new;
-			if (txn && apply->resolution == RULE_LAST_WRITE_WINS)
-				k->elem->commit = commit_element(txn);
 			run->changes++;
 			apply->changes++;
 			MemoryContextSwitchTo(old);
@@ -1034,6 +1036,24 @@ replicator_rule_read_conflict(RuleApply *apply, PGresult *res, int r, const char
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * The batch failed: first error wins.  res NULL: the connection broke.
+ * table: the statement's table, NULL if not a table's.
+ */
+static void
+note_error(RuleApply *apply, PGresult *res, RuleApplyTable *table)
+{
+	MemoryContext old;
+
+	if (apply->error != NULL)
+		return;
+	old = MemoryContextSwitchTo(apply->conflict_cxt);
+	apply->error = replicator_remote_error(apply->conn, res);
+	apply->error_table = table;
+	apply->error_transient = replicator_remote_error_transient(res);
+	MemoryContextSwitchTo(old);
+}
+
 static void
 each_result(PGresult *res, int i, void *arg)
 {
@@ -1041,18 +1061,10 @@ each_result(PGresult *res, int i, void *arg)
 	StatementOwner *owner = i < list_length(apply->sent_owners) ?
 		list_nth(apply->sent_owners, i) : NULL;
 	ExecStatusType status = PQresultStatus(res);
-	MemoryContext old;
 
 	if (status == PGRES_FATAL_ERROR)
 	{
-		if (apply->error == NULL)
-		{
-			old = MemoryContextSwitchTo(apply->conflict_cxt);
-			apply->error = replicator_remote_error(apply->conn, res);
-			apply->error_table = owner ? owner->table : NULL;
-			apply->error_transient = replicator_remote_error_transient(res);
-			MemoryContextSwitchTo(old);
-		}
+		note_error(apply, res, owner ? owner->table : NULL);
 		return;
 	}
 	/* a failed batch's counts are dropped (replicator_rule_apply_reset) */
@@ -1140,12 +1152,10 @@ send_built(RuleApply *apply, bool wait, XLogRecPtr commit_lsn, bool durable)
 	{
 		Prepared   *p = lfirst(lc);
 		PGresult   *res = replicator_remote_prepare(apply->conn, p->name, p->text);
-		MemoryContext old = MemoryContextSwitchTo(apply->conflict_cxt);
 
-		apply->error_transient = replicator_remote_error_transient(res);
-		apply->error = replicator_remote_expect(apply->conn, res, PGRES_COMMAND_OK);
-		apply->error_table = p->table;
-		MemoryContextSwitchTo(old);
+		if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+			note_error(apply, res, p->table);
+		PQclear(res);
 		if (apply->error)
 			return false;
 		p->confirmed = true;
@@ -1164,10 +1174,7 @@ send_built(RuleApply *apply, bool wait, XLogRecPtr commit_lsn, bool durable)
 	start_over(apply);
 	if (!ok)
 	{
-		MemoryContext old = MemoryContextSwitchTo(apply->conflict_cxt);
-
-		apply->error = replicator_remote_error(apply->conn, NULL);
-		MemoryContextSwitchTo(old);
+		note_error(apply, NULL, NULL);
 		apply->in_flight = false;
 		MemoryContextReset(apply->sent_cxt);
 		return false;
@@ -1190,13 +1197,8 @@ replicator_rule_apply_wait(RuleApply *apply)
 	apply->in_flight = false;
 	apply->sent_owners = NIL;
 	MemoryContextReset(apply->sent_cxt);
-	if (!ok && apply->error == NULL)
-	{
-		MemoryContext old = MemoryContextSwitchTo(apply->conflict_cxt);
-
-		apply->error = replicator_remote_error(apply->conn, NULL);
-		MemoryContextSwitchTo(old);
-	}
+	if (!ok)
+		note_error(apply, NULL, NULL);
 	if (apply->error)
 		return false;
 	if (apply->in_flight_lsn != InvalidXLogRecPtr)

@@ -26,11 +26,12 @@ typedef struct RuleApplyTable
 	List	   *row_type;		/* char *: the target's columns, in order */
 	Oid			target_relid;	/* the target's table */
 	bool		update_triggers;	/* fire there on update: apply each update */
-	MemoryContext cxt;			/* of what is known of the target */
-	/* where the columns of rows named as layout go in row_type (-1: nowhere) */
+	MemoryContext cxt;			/* of what is known of the target: set by
+								 * whoever makes the table */
+	/* rows named as layout have row_type's values at row_type_from (-1: none) */
 	int			layout_n;
 	char	  **layout;
-	int		   *layout_to_row_type;
+	int		   *row_type_from;
 	bool		paused;			/* its changes are skipped */
 	/* the initial copy holds the changes of transactions visible to it */
 	bool		copied;

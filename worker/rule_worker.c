@@ -357,10 +357,8 @@ in_copy(RuleApplyTable *t, const RuleTxn *txn)
 static void
 common_columns(PGconn *conn, RuleApplyTable *t)
 {
-	MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(t));
 	char	   *error = replicator_rule_target_columns(conn, t);
 
-	MemoryContextSwitchTo(old);
 	if (error)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
@@ -375,11 +373,7 @@ common_columns(PGconn *conn, RuleApplyTable *t)
 static void
 target_changed(PGconn *conn, RuleApplyTable *t, const char *error)
 {
-	MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(t));
-	bool		changed = replicator_rule_row_type_changed(conn, t);
-
-	MemoryContextSwitchTo(old);
-	if (changed)
+	if (replicator_rule_row_type_changed(conn, t))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("rule \"%s\": %s changed on target \"%s\" (its columns, or the table itself): %s",
@@ -665,6 +659,7 @@ prepare_tables(PGconn *conn)
 		bool		had_copy;
 
 		t->table = rt;
+		t->cxt = tables_cxt;
 		e = hash_search(tables, &rt->relid, HASH_ENTER, &found);
 		e->ignored = false;
 		e->table = t;
